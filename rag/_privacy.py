@@ -1,0 +1,28 @@
+"""Turn off every phone-home switch of our dependencies before any of them is imported."""
+
+import os
+
+# Each of these is read by a third-party library at import time (onnxruntime's telemetry thread starts
+# on import), so they must be set before anything else in the package runs.
+OFF_SWITCHES: dict[str, str] = {
+    "ORT_DISABLE_TELEMETRY": "1",  # onnxruntime (pulled in by chromadb)
+    "ANONYMIZED_TELEMETRY": "False",  # chromadb
+    "HF_HUB_OFFLINE": "1",  # huggingface_hub: never reach the hub at run time
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "LANGCHAIN_TRACING_V2": "false",  # LangSmith
+    "LANGSMITH_TRACING": "false",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",  # avoids fork warnings, not network, but belongs with the env set-up
+}
+
+
+def apply() -> None:
+    """Force the off switches into this process's environment."""
+    os.environ.update(OFF_SWITCHES)
+
+
+def report() -> dict[str, str | None]:
+    """What each switch is set to now (for `rag doctor`)."""
+    return {key: os.environ.get(key) for key in OFF_SWITCHES}

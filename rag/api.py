@@ -1,0 +1,174 @@
+"""`RAG`: the one facade the CLI, the server and other Python code stand on. It wires the stages from one
+`Settings` and loads each heavy part (embedder, store, chat model) lazily, once per instance."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from rag.config import Settings
+
+
+class RAG:
+    """Ingest documents and ask questions about them.
+
+    >>> rag = RAG()                      # defaults < rag.toml < RAG_* environment
+    >>> rag.ingest("docs/")              # doctest: +SKIP
+    >>> rag.ask("What is R?").text       # doctest: +SKIP
+    """
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        self.settings = Settings.load(overrides=overrides) if settings is None else settings.model_copy(update=overrides)
+
+    # --- the parts, each built on first use ---
+    @cached_property
+    def embedding_model_dir(self) -> Path:
+        from rag.models import embedding_model_path
+
+        return embedding_model_path(self.settings.embedding_model)
+
+    @cached_property
+    def embeddings(self):
+        """The LangChain `Embeddings` (loads torch and the model)."""
+        from rag.embeddings import LocalEmbeddings
+
+        return LocalEmbeddings(self.embedding_model_dir, self.settings.embedding_model, self.settings.embedding_batch_size)
+
+    @cached_property
+    def store(self):
+        """The Chroma collection and its manifest."""
+        from rag.store import Store
+
+        return Store(self.settings, self.settings.embedding_model)
+
+    @cached_property
+    def splitter(self):
+        from rag.splitting import Splitter, token_counter
+
+        limit = _max_tokens(self.embedding_model_dir)
+        if self.settings.chunk_size > limit:
+            from rag.config import ConfigError
+
+            raise ConfigError(f"chunk_size {self.settings.chunk_size} is longer than the embedding model reads ({limit} tokens)")
+        return Splitter(token_counter(self.embedding_model_dir), self.settings.chunk_size, self.settings.chunk_overlap)
+
+    @cached_property
+    def model_path(self) -> Path:
+        from rag.models import chat_model_path
+
+        return chat_model_path(self.settings.model, self.settings.cache_dir)
+
+    @cached_property
+    def llm(self):
+        """The LangChain chat model (loads llama.cpp and the GGUF)."""
+        from rag.llm import load_chat_model
+
+        return load_chat_model(self.model_path, self.settings)
+
+    @cached_property
+    def retriever(self):
+        """A LangChain `BaseRetriever` over the store."""
+        from rag.retrieval import DenseRetriever
+
+        return DenseRetriever(store=self.store, embeddings=self.embeddings, k=self.settings.k)
+
+    @cached_property
+    def chain(self):
+        """The LangChain `Runnable`: question (or {"question", "chat_history"}) in; answer and sources out."""
+        from rag.chain import AnswerChain
+
+        client = getattr(self.llm, "client", None)
+        count = (lambda text: len(client.tokenize(text.encode("utf-8"), add_bos=False, special=True))) if client else None
+        return AnswerChain(self.retriever, self.llm, self.settings.n_ctx, self.settings.max_tokens, self.settings.min_score, count).build()
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the settings that shape chunks and vectors; a change re-embeds files."""
+        s = self.settings
+        data = {"embedding_model": s.embedding_model, "chunk_size": s.chunk_size, "chunk_overlap": s.chunk_overlap, "splitter": 1}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    # --- ingesting ---
+    def ingest(self, *paths: str | Path | Iterable[str | Path], prune: bool = False, progress=None):
+        """Ingest files and folders (recursive); returns an `IngestReport`."""
+        from rag.ingest import Ingestor
+
+        flat: list[str | Path] = []
+        for p in paths:
+            flat.extend([p] if isinstance(p, (str, Path)) else p)
+        ingestor = Ingestor(self.store, self.embeddings, self.splitter, self.fingerprint, self.settings.password)
+        return ingestor.run(flat, prune=prune, progress=progress)
+
+    def files(self):
+        """Every ingested file, as the manifest knows it."""
+        return self.store.files()
+
+    def delete(self, path: str | Path) -> int:
+        """Remove one file's chunks; returns how many were removed (0 when it was not ingested)."""
+        source = str(Path(path).resolve())
+        with self.store.writer():
+            return self.store.delete_file(source)
+
+    def reset(self) -> None:
+        """Empty the store."""
+        with self.store.writer():
+            self.store.reset()
+
+    # --- asking ---
+    def ask(self, question: str, history: Sequence[Any] | None = None):
+        """Answer one question from the documents; returns an `Answer` (text, cited sources)."""
+        from rag.chain import answer_from_output
+
+        return answer_from_output(self.chain.invoke({"question": question, "chat_history": list(history or [])}))
+
+    def stream(self, question: str, history: Sequence[Any] | None = None) -> Iterator[Any]:
+        """Yield the answer's text as it is generated, then the finished `Answer` as the last item."""
+        from rag.chain import answer_from_output
+
+        out: dict[str, Any] = {}
+        for chunk in self.chain.stream({"question": question, "chat_history": list(history or [])}):
+            for key, value in chunk.items():
+                if key == "answer":
+                    out["answer"] = out.get("answer", "") + value
+                    yield value
+                else:
+                    out[key] = value
+        yield answer_from_output(out)
+
+    def chat(self) -> ChatSession:
+        """A conversation whose follow-up questions are read in the light of the earlier ones."""
+        return ChatSession(self)
+
+
+class ChatSession:
+    """Keeps the history of one conversation."""
+
+    def __init__(self, rag: RAG, max_turns: int = 6) -> None:
+        self.rag = rag
+        self.history: list[tuple[str, str]] = []
+        self.max_turns = max_turns
+
+    def stream(self, question: str) -> Iterator[Any]:
+        answer = None
+        for item in self.rag.stream(question, self.history[-2 * self.max_turns :]):
+            if not isinstance(item, str):
+                answer = item
+            yield item
+        if answer is not None:
+            self.history += [("human", question), ("ai", answer.text)]
+
+    def ask(self, question: str):
+        *_, answer = self.stream(question)
+        return answer
+
+
+def _max_tokens(model_dir: Path) -> int:
+    """Longest input the embedding model reads, minus its two special tokens, without loading it."""
+    try:
+        return int(json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"]) - 2
+    except (OSError, KeyError, ValueError):
+        return 254

@@ -1,0 +1,195 @@
+"""The answering chain (LCEL): condense a follow-up -> retrieve -> fit the context budget -> prompt in the
+question's language -> model -> numbered citations. Input: a question (str) or {"question", "chat_history"};
+output: {"question", "standalone", "sources", "answer", "cited", "refused"}, streamable."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableGenerator, RunnableLambda, RunnablePassthrough
+from langchain_core.runnables.utils import AddableDict
+
+from rag import prompts
+
+
+@dataclass
+class Source:
+    """One passage shown to the model, numbered as the answer cites it."""
+
+    number: int
+    source: str
+    page: int | None
+    text: str
+    score: float
+
+    @property
+    def label(self) -> str:
+        return display_label(self.source, self.page)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "source": self.source, "page": self.page, "text": self.text, "score": self.score}
+
+
+@dataclass
+class Answer:
+    """An answer with the sources it cites (`sources`) and every passage the model saw (`context`)."""
+
+    question: str
+    text: str
+    sources: list[Source] = field(default_factory=list)
+    context: list[Source] = field(default_factory=list)
+    refused: bool = False
+    standalone_question: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"answer": self.text, "sources": [s.to_dict() for s in self.sources], "refused": self.refused}
+
+
+def display_label(source: str, page: int | None) -> str:
+    """'data/R-FAQ.pdf, p. 3': relative to the working folder when the file is under it."""
+    try:
+        rel = os.path.relpath(source)
+        shown = rel if not rel.startswith("..") else source
+    except ValueError:
+        shown = source
+    return f"{shown}, p. {page}" if page else shown
+
+
+def to_sources(docs: Sequence[Document]) -> list[Source]:
+    return [
+        Source(i, d.metadata.get("source", "?"), d.metadata.get("page"), d.page_content, float(d.metadata.get("score", 0.0)))
+        for i, d in enumerate(docs, 1)
+    ]
+
+
+def answer_from_output(out: dict[str, Any]) -> Answer:
+    """Turn the chain's output dict into an `Answer`."""
+    context = to_sources(out.get("sources") or [])
+    cited = [context[n - 1] for n in out.get("cited") or [] if 0 < n <= len(context)]
+    return Answer(
+        question=out.get("question", ""),
+        text=(out.get("answer") or "").strip(),
+        sources=cited,
+        context=context,
+        refused=bool(out.get("refused")),
+        standalone_question=out.get("standalone"),
+    )
+
+
+def _history_messages(history: Sequence[Any] | None) -> list[BaseMessage]:
+    messages: list[BaseMessage] = []
+    for item in history or []:
+        if isinstance(item, BaseMessage):
+            messages.append(item)
+        else:
+            role, text = item
+            messages.append(HumanMessage(text) if role in ("human", "user") else AIMessage(text))
+    return messages
+
+
+def _normalize(inp: Any) -> dict[str, Any]:
+    if isinstance(inp, str):
+        return {"question": inp, "chat_history": []}
+    if isinstance(inp, dict) and "question" in inp:
+        return {"question": str(inp["question"]), "chat_history": _history_messages(inp.get("chat_history"))}
+    raise TypeError("the chain takes a question (str) or a dict with 'question' and optional 'chat_history'")
+
+
+class AnswerChain:
+    """Builds the LCEL `Runnable`; holds the model, retriever and budget it needs."""
+
+    def __init__(
+        self,
+        retriever: BaseRetriever,
+        llm: BaseChatModel,
+        n_ctx: int,
+        max_tokens: int,
+        min_score: float,
+        count_tokens: Callable[[str], int] | None = None,
+    ) -> None:
+        self.retriever = retriever
+        self.llm = llm
+        self.n_ctx = n_ctx
+        self.max_tokens = max_tokens
+        self.min_score = min_score
+        # Without the model's tokenizer, assume ~3 characters per token (safe for English; Chinese is ~1-1.5).
+        self.count_tokens = count_tokens or (lambda text: len(text) // 2 + 1)
+
+    def build(self) -> Runnable:
+        return (
+            RunnableLambda(_normalize, name="normalize")
+            | RunnablePassthrough.assign(standalone=RunnableLambda(self._condense, name="condense"))
+            | RunnablePassthrough.assign(sources=RunnableLambda(self._retrieve, name="retrieve"))
+            | RunnablePassthrough.assign(answer=RunnableGenerator(self._generate, name="generate"))
+            | RunnableGenerator(self._cite, name="cite")
+        ).with_config(run_name="rag")
+
+    # --- steps ---
+    def _condense(self, x: dict[str, Any], config: RunnableConfig) -> str:
+        history = x["chat_history"]
+        question = x["question"]
+        if not history:
+            return question
+        lang = prompts.language_of(question)
+        turns = "\n".join(f"{'User' if isinstance(m, HumanMessage) else 'Assistant'}: {m.content}" for m in history[-6:])
+        prompt = prompts.CONDENSE[lang].format(history=turns, question=question)
+        text = self.llm.invoke([HumanMessage(prompt)], config=config).content
+        rewritten = str(text).strip().strip('"').splitlines()[0].strip() if str(text).strip() else ""
+        # A rewrite that went off the rails would retrieve the wrong passages: keep the user's words.
+        return rewritten if 0 < len(rewritten) <= 4 * len(question) + 200 else question
+
+    def _retrieve(self, x: dict[str, Any], config: RunnableConfig) -> list[Document]:
+        return self.retriever.invoke(x["standalone"], config=config)
+
+    def _messages(self, x: dict[str, Any], docs: list[Document]) -> list[BaseMessage]:
+        lang = prompts.language_of(x["question"])
+        passages = [(display_label(d.metadata.get("source", "?"), d.metadata.get("page")), d.page_content) for d in docs]
+        system = prompts.ANSWER_SYSTEM[lang].format(refusal=prompts.REFUSAL[lang], context=prompts.format_context(passages))
+        return [SystemMessage(system), *x["chat_history"][-4:], HumanMessage(x["standalone"])]
+
+    def relevant(self, docs: list[Document]) -> list[Document]:
+        return [d for d in docs if d.metadata.get("score", 1.0) >= self.min_score]
+
+    def fit(self, x: dict[str, Any], docs: list[Document]) -> list[Document]:
+        """Drop the weakest passages until the prompt and the answer fit the context window."""
+        budget = self.n_ctx - self.max_tokens - 16  # chat-template tokens
+        docs = list(docs)
+        while docs:
+            messages = self._messages(x, docs)
+            if sum(self.count_tokens(str(m.content)) + 4 for m in messages) <= budget:
+                break
+            docs.pop()
+        return docs
+
+    def _generate(self, inputs: Iterator[dict[str, Any]], config: RunnableConfig) -> Iterator[str]:
+        x: dict[str, Any] = {}
+        for chunk in inputs:
+            x.update(chunk)
+        docs = self.fit(x, self.relevant(x["sources"]))
+        if not docs:
+            yield prompts.REFUSAL[prompts.language_of(x["question"])]
+            return
+        for chunk in self.llm.stream(self._messages(x, docs), config=config):
+            if chunk.content:
+                yield str(chunk.content)
+
+    def _cite(self, inputs: Iterator[dict[str, Any]]) -> Iterator[AddableDict]:
+        answer, sources = "", []
+        for chunk in inputs:
+            if "sources" in chunk:
+                sources = chunk["sources"]
+            answer += chunk.get("answer", "")
+            yield AddableDict(chunk)
+        refused = prompts.is_refusal(answer)
+        usable = len(self.relevant(sources))
+        cited = [] if refused else prompts.cited_numbers(answer, usable)
+        if not refused and not cited:
+            cited = list(range(1, usable + 1))  # uncited answer: show every passage it was given
+        yield AddableDict(cited=cited, refused=refused)

@@ -1,0 +1,274 @@
+"""The `rag` command: a thin click shell over `rag.api.RAG` (parse flags, call the API, print)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rag.config import ConfigError, Settings
+
+# Exit codes (documented in the README).
+EXIT_USER_ERROR = 2  # bad flag, config, model or store: nothing was done
+EXIT_SOME_FAILED = 3  # ingest finished, but some files could not be ingested
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    # Imported lazily: these modules are light, but keeping them out of `rag --help` costs nothing.
+    from rag.loaders import LoadError
+    from rag.models import ModelError
+    from rag.store import StoreError
+
+    return (ConfigError, ModelError, StoreError, LoadError)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """User mistakes become one line on stderr and exit code 2; Ctrl-C ends quietly with 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(130)
+        except _user_errors() as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper
+
+
+def store_option(fn: Callable) -> Callable:
+    fn = click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=None,
+                      help="Store folder (env RAG_STORE; default ./vectorstore).")(fn)
+    return fn
+
+
+def model_options(fn: Callable) -> Callable:
+    for opt in reversed([
+        click.option("--k", type=click.IntRange(1, 100), default=None, help="Passages retrieved per question (default 4)."),
+        click.option("--model", default=None, help="Chat model: qwen2.5-coder-1.5b (default), smollm2-135m, or a GGUF file path."),
+        click.option("--temperature", type=click.FloatRange(0, 2), default=None, help="Sampling temperature (default 0.1)."),
+        click.option("--n-ctx", type=click.IntRange(256), default=None, help="Model context window in tokens (default 4096)."),
+        click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest answer in tokens (default 512)."),
+        click.option("--threads", "n_threads", type=click.IntRange(1), default=None, help="llama.cpp threads (default: physical cores)."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def make_rag(ctx: click.Context, **flags: Any):
+    from rag.api import RAG
+
+    settings = Settings.load(config_file=ctx.obj.get("config"), overrides=flags)
+    return RAG(settings)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Settings file (default ./rag.toml, or env RAG_CONFIG).")
+@click.version_option(package_name="rag", message="rag %(version)s")
+@click.pass_context
+def main(ctx: click.Context, config: Path | None) -> None:
+    """Ask questions about your own documents, answered on this machine with cited sources.
+
+    \b
+      rag ingest ./docs            index a folder (PDF, Markdown, text)
+      rag ask "your question"      answer with numbered citations (file, page)
+      rag chat                     an interactive session with follow-up questions
+
+    Settings come from defaults < rag.toml < RAG_* environment variables < flags.
+    Nothing is downloaded and nothing leaves the machine.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@store_option
+@click.option("--prune", is_flag=True, help="Also remove files that were ingested before but are gone from disk.")
+@click.option("--password", default=None, help="Password for encrypted PDFs.")
+@click.option("--chunk-size", type=click.IntRange(16), default=None, help="Chunk length in embedding tokens (default 200, at most 254).")
+@click.option("--chunk-overlap", type=click.IntRange(0), default=None, help="Overlap between chunks in tokens (default 30).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+@handle_errors
+def ingest(ctx: click.Context, paths: tuple[Path, ...], store: Path | None, prune: bool, password: str | None,
+           chunk_size: int | None, chunk_overlap: int | None, quiet: bool) -> None:
+    """Index files and folders (recursively) into the store.
+
+    Unchanged files are skipped, changed files are replaced, and a file that cannot be read is reported
+    and skipped without stopping the run. Exit code 0 when every file went in, 3 when some failed.
+    """
+    rag = make_rag(ctx, store=store, password=password, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    bar = _IngestProgress(enabled=not quiet)
+    try:
+        report = rag.ingest(*paths, prune=prune, progress=bar)
+    finally:
+        bar.close()
+    for line in report.warnings:
+        click.echo(f"warning: {line}", err=True)
+    for line in report.failed:
+        click.echo(f"failed: {line}", err=True)
+    parts = [f"{len(report.ingested)} ingested", f"{len(report.unchanged)} unchanged", f"{len(report.skipped)} skipped",
+             f"{len(report.failed)} failed"]
+    if report.pruned:
+        parts.append(f"{len(report.pruned)} pruned")
+    rate = f" ({report.chunks / report.seconds:.1f} chunks/s)" if report.chunks and report.seconds else ""
+    click.echo(f"{report.files} files: {', '.join(parts)}; {report.pages} pages, {report.chunks} chunks in "
+               f"{report.seconds:.1f} s{rate}. Store: {rag.settings.store}")
+    if report.failed:
+        sys.exit(EXIT_SOME_FAILED)
+
+
+class _IngestProgress:
+    """Turns ingest events into a click progress bar over chunks embedded (files shown as the label)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+        self.files = 0
+        self.done = 0
+
+    def __call__(self, event: str, value: Any) -> None:
+        if not self.enabled:
+            return
+        if event == "files":
+            self.files = int(value)
+            self.bar = click.progressbar(length=max(self.files, 1), label="ingesting", file=sys.stderr,
+                                         show_pos=True, item_show_func=lambda s: s)
+            self.bar.__enter__()
+        elif event == "file" and self.bar is not None:
+            self.bar.update(1, Path(str(value)).name[:40])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _print_sources(answer: Any, show_context: bool) -> None:
+    sources = answer.sources
+    if answer.refused:
+        sources = answer.context[:3]
+        if sources:
+            click.echo("\nNearest passages (not enough to answer):")
+    elif sources:
+        click.echo("\nSources:")
+    for s in sources:
+        click.echo(f"  [{s.number}] {s.label}  (score {s.score:.2f})")
+        if show_context:
+            click.echo("      " + s.text.replace("\n", "\n      "))
+    if show_context and not answer.refused:
+        unused = [s for s in answer.context if s not in sources]
+        for s in unused:
+            click.echo(f"  [{s.number}] {s.label}  (score {s.score:.2f}, not cited)")
+            click.echo("      " + s.text.replace("\n", "\n      "))
+
+
+def _answer(rag: Any, question: str, as_json: bool, show_context: bool, session: Any = None) -> None:
+    streamer = session.stream(question) if session is not None else rag.stream(question)
+    if as_json:
+        *_, answer = streamer
+        click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
+        return
+    answer = None
+    for item in streamer:
+        if isinstance(item, str):
+            click.echo(item, nl=False)
+        else:
+            answer = item
+    click.echo()
+    if answer is not None:
+        _print_sources(answer, show_context)
+
+
+@main.command()
+@click.argument("question")
+@store_option
+@model_options
+@click.option("--source", "source_glob", default=None, help="Only search files whose path or name matches this glob.")
+@click.option("--show-context", is_flag=True, help="Also print the passages given to the model.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object {"answer": str, "sources": [{"source", "page", "text", "score"}]}.')
+@click.pass_context
+@handle_errors
+def ask(ctx: click.Context, question: str, store: Path | None, source_glob: str | None, show_context: bool,
+        as_json: bool, **flags: Any) -> None:
+    """Answer QUESTION from the ingested documents, streaming, with numbered sources (file, page).
+
+    When the documents do not hold the answer, it says so instead of guessing.
+    """
+    rag = make_rag(ctx, store=store, **flags)
+    _check_store(rag)
+    if source_glob:
+        rag.retriever.source_glob = source_glob
+    _answer(rag, question, as_json, show_context)
+
+
+@main.command()
+@store_option
+@model_options
+@click.option("--show-context", is_flag=True, help="Also print the passages given to the model.")
+@click.pass_context
+@handle_errors
+def chat(ctx: click.Context, store: Path | None, show_context: bool, **flags: Any) -> None:
+    """Talk with your documents: an interactive session where follow-up questions keep their context.
+
+    Type a question and press Enter; /reset forgets the conversation; /quit, Ctrl-D or Ctrl-C ends it.
+    """
+    rag = make_rag(ctx, store=store, **flags)
+    _check_store(rag)
+    session = rag.chat()
+    click.echo("Ask about your documents (/reset forgets the conversation, /quit ends).", err=True)
+    while True:
+        try:
+            question = click.prompt("\n>", prompt_suffix=" ", default="", show_default=False, err=True).strip()
+        except (EOFError, click.exceptions.Abort):
+            click.echo("", err=True)
+            return
+        if not question:
+            continue
+        if question in ("/quit", "/exit"):
+            return
+        if question == "/reset":
+            session.history.clear()
+            click.echo("(conversation forgotten)", err=True)
+            continue
+        try:
+            _answer(rag, question, False, show_context, session=session)
+        except KeyboardInterrupt:
+            click.echo("\n(stopped)", err=True)
+
+
+@main.command(name="list")
+@store_option
+@click.pass_context
+@handle_errors
+def list_(ctx: click.Context, store: Path | None) -> None:
+    """List the ingested files with their pages, chunks and ingest time."""
+    rag = make_rag(ctx, store=store)
+    files = rag.files()
+    if not files:
+        click.echo(f"(no files in {rag.settings.store})")
+    for rec in files:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec.ingested_at))
+        flag = "" if rec.status == "done" else f"  [{rec.status}]"
+        click.echo(f"{rec.pages:5d} pages {rec.chunks:6d} chunks  {when}  {rec.source}{flag}")
+
+
+def _check_store(rag: Any) -> None:
+    if rag.store.count() == 0:
+        raise ConfigError(f"{rag.settings.store}: the store is empty; run `rag ingest PATH` first")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

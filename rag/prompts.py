@@ -1,0 +1,78 @@
+"""The prompt templates, in English and Chinese: grounded answering with numbered citations, and the
+rewrite of a follow-up question into a standalone one."""
+
+from __future__ import annotations
+
+import re
+
+REFUSAL = {
+    "en": "The documents do not say.",
+    "zh": "根据已知信息无法回答该问题。",
+}
+
+ANSWER_SYSTEM = {
+    "en": (
+        "You answer questions using only the numbered context passages below, taken from the user's documents.\n"
+        "Rules:\n"
+        "- Use only facts stated in the passages. Do not use outside knowledge.\n"
+        "- After each sentence, cite the passage(s) it comes from as [1], [2], ...\n"
+        "- If the passages do not contain the answer, reply exactly: {refusal}\n"
+        "- Be concise.\n\n"
+        "Context:\n{context}"
+    ),
+    "zh": (
+        "你只能根据下面编号的资料片段回答问题，这些片段来自用户的文档。\n"
+        "规则：\n"
+        "- 只使用片段中明确写出的事实，不要使用外部知识。\n"
+        "- 每句话后用 [1]、[2] 这样的编号注明出处。\n"
+        "- 如果片段中没有答案，只回答：{refusal}\n"
+        "- 回答要简洁，用中文回答。\n\n"
+        "资料：\n{context}"
+    ),
+}
+
+CONDENSE = {
+    "en": (
+        "Rewrite the last user question as one standalone question that can be understood without the "
+        "conversation. Replace pronouns with what they refer to. Reply with the question only.\n\n"
+        "Conversation:\n{history}\n\nLast question: {question}\nStandalone question:"
+    ),
+    "zh": (
+        "把用户的最后一个问题改写成一个不依赖上文也能理解的完整问题，把代词替换成所指的内容。只输出改写后的问题。\n\n"
+        "对话：\n{history}\n\n最后一个问题：{question}\n完整问题："
+    ),
+}
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def language_of(text: str) -> str:
+    """'zh' when the text is mostly Chinese, else 'en' (the two languages we prompt in)."""
+    cjk = len(_CJK.findall(text))
+    letters = sum(ch.isalpha() for ch in text)
+    return "zh" if cjk and cjk >= 0.3 * max(letters, 1) else "en"
+
+
+def format_context(passages: list[tuple[str, str]]) -> str:
+    """Number the passages [1]..[k]; each is (label, text) where the label names file and page."""
+    return "\n\n".join(f"[{i}] ({label})\n{text}" for i, (label, text) in enumerate(passages, 1))
+
+
+_CITATION = re.compile(r"\[(\d+(?:\s*[,，、]\s*\d+)*)\]")
+
+
+def cited_numbers(answer: str, k: int) -> list[int]:
+    """The passage numbers an answer cites, in order of first citation, within 1..k."""
+    seen: list[int] = []
+    for group in _CITATION.findall(answer):
+        for n in re.split(r"\s*[,，、]\s*", group):
+            i = int(n)
+            if 1 <= i <= k and i not in seen:
+                seen.append(i)
+    return seen
+
+
+def is_refusal(answer: str) -> bool:
+    """True when the model said the documents do not hold the answer."""
+    text = answer.strip().lower()
+    return any(r.lower().rstrip("。.") in text for r in REFUSAL.values()) or "无法回答" in text

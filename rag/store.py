@@ -1,0 +1,203 @@
+"""The store: a Chroma collection plus a SQLite manifest of ingested files, kept consistent with each
+other (per-file replace that survives a crash) and guarded by a lock against concurrent writers."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rag.config import Settings
+
+MANIFEST_NAME = "manifest.sqlite3"
+LOCK_NAME = "write.lock"
+# Chroma rejects larger batches (its limit here was 5,461); stay well below.
+WRITE_BATCH = 1000
+
+
+class StoreError(Exception):
+    """A store that cannot be opened or written."""
+
+
+@dataclass
+class FileRecord:
+    """One ingested source file as the manifest knows it."""
+
+    source: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    pages: int
+    chunks: int
+    fingerprint: str
+    status: str  # "done", or "pending" while its chunks are being replaced
+    ingested_at: float
+    chunk_ids: list[str]
+
+
+def chunk_id(source: str, index: int) -> str:
+    """Deterministic chunk id: re-adding a file's chunks overwrites them instead of duplicating."""
+    return f"{hashlib.sha256(source.encode()).hexdigest()[:16]}-{index:06d}"
+
+
+class Manifest:
+    """SQLite table of ingested files; every write is its own transaction."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            """CREATE TABLE IF NOT EXISTS files (
+                source TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT, pages INTEGER,
+                chunks INTEGER, fingerprint TEXT, status TEXT, ingested_at REAL, chunk_ids TEXT)"""
+        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, source: str) -> FileRecord | None:
+        row = self._db.execute("SELECT * FROM files WHERE source = ?", (source,)).fetchone()
+        return _record(row) if row else None
+
+    def all(self) -> list[FileRecord]:
+        return [_record(r) for r in self._db.execute("SELECT * FROM files ORDER BY source")]
+
+    def put(self, rec: FileRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (rec.source, rec.size, rec.mtime_ns, rec.sha256, rec.pages, rec.chunks, rec.fingerprint, rec.status,
+             rec.ingested_at, json.dumps(rec.chunk_ids)),
+        )
+
+    def set_status(self, source: str, status: str) -> None:
+        self._db.execute("UPDATE files SET status = ? WHERE source = ?", (status, source))
+
+    def remove(self, source: str) -> None:
+        self._db.execute("DELETE FROM files WHERE source = ?", (source,))
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+
+def _record(row: Sequence[Any]) -> FileRecord:
+    return FileRecord(*row[:9], chunk_ids=json.loads(row[9] or "[]"))
+
+
+class Store:
+    """A Chroma collection (embedded under `settings.store`, or on a Chroma server) and its manifest."""
+
+    def __init__(self, settings: Settings, embedding_name: str) -> None:
+        self.settings = settings
+        self.root = Path(settings.store)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.root}: cannot create the store folder ({exc.strerror})") from None
+        self.client = _client(settings)
+        meta = {"hnsw:space": "cosine", "embedding_model": embedding_name}
+        self.collection = self.client.get_or_create_collection(settings.collection, metadata=meta, embedding_function=None)
+        found = (self.collection.metadata or {}).get("embedding_model")
+        if found and found != embedding_name:
+            raise StoreError(
+                f"{self.root}: store was built with embedding model {found!r}, not {embedding_name!r}; "
+                "run `rag reset` (then ingest again) or choose another --store"
+            )
+        self.manifest = Manifest(self.root / MANIFEST_NAME)
+
+    # --- writing, file by file ---
+    @contextlib.contextmanager
+    def writer(self, wait: bool = False) -> Iterator[None]:
+        """Hold the store's write lock; a second writer waits (wait=True) or gets a StoreError."""
+        fh = (self.root / LOCK_NAME).open("a+")
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise StoreError(f"{self.root}: another ingest is writing to this store; wait for it to finish") from None
+            yield
+        finally:
+            fh.close()  # closing releases the lock, also when the process dies
+
+    def replace_file(self, rec: FileRecord, texts: list[str], vectors: list[list[float]], metadatas: list[dict]) -> None:
+        """Swap a file's chunks for new ones. The manifest says 'pending' until the last chunk is in, so a
+        crash at any point is repaired by the next run (which redoes pending files)."""
+        ids = [chunk_id(rec.source, i) for i in range(len(texts))]
+        old = self.manifest.get(rec.source)
+        if old is not None:
+            self.manifest.set_status(rec.source, "pending")
+        else:
+            self.manifest.put(FileRecord(**{**rec.__dict__, "status": "pending", "chunk_ids": []}))
+        self.collection.delete(where={"source": rec.source})
+        for start in range(0, len(ids), WRITE_BATCH):
+            end = start + WRITE_BATCH
+            self.collection.upsert(ids=ids[start:end], embeddings=vectors[start:end], documents=texts[start:end], metadatas=metadatas[start:end])
+        rec.chunk_ids, rec.chunks, rec.status, rec.ingested_at = ids, len(ids), "done", time.time()
+        self.manifest.put(rec)
+
+    def touch(self, rec: FileRecord) -> None:
+        """Record a new size/mtime for a file whose content did not change."""
+        self.manifest.put(rec)
+
+    def delete_file(self, source: str) -> int:
+        """Remove a file's chunks and its manifest entry; returns how many chunks went."""
+        rec = self.manifest.get(source)
+        n = len(self.collection.get(where={"source": source}, include=[])["ids"])
+        if rec is not None:
+            self.manifest.set_status(source, "pending")
+        self.collection.delete(where={"source": source})
+        self.manifest.remove(source)
+        return n
+
+    def reset(self) -> None:
+        """Drop every chunk and manifest entry."""
+        name = self.settings.collection
+        self.client.delete_collection(name)
+        meta = dict(self.collection.metadata or {})
+        self.collection = self.client.get_or_create_collection(name, metadata=meta, embedding_function=None)
+        for rec in self.manifest.all():
+            self.manifest.remove(rec.source)
+
+    # --- reading ---
+    def count(self) -> int:
+        return self.collection.count()
+
+    def files(self) -> list[FileRecord]:
+        return self.manifest.all()
+
+    def query(self, vector: list[float], k: int, where: dict | None = None) -> list[tuple[str, dict, float]]:
+        """Nearest chunks as (text, metadata, cosine similarity), best first."""
+        if self.collection.count() == 0:
+            return []
+        res = self.collection.query(query_embeddings=[vector], n_results=k, where=where, include=["documents", "metadatas", "distances"])
+        return [(t, m or {}, 1.0 - d) for t, m, d in zip(res["documents"][0], res["metadatas"][0], res["distances"][0])]
+
+    def close(self) -> None:
+        self.manifest.close()
+
+
+def _client(settings: Settings):
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    try:
+        if settings.chroma_host:
+            return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
+        return chromadb.PersistentClient(path=str(settings.store), settings=chroma_settings)
+    except Exception as exc:  # chromadb raises plain exceptions for unreachable servers and bad folders
+        where = f"{settings.chroma_host}:{settings.chroma_port}" if settings.chroma_host else str(settings.store)
+        raise StoreError(f"{where}: cannot open the Chroma store ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+
+from rag.config import ConfigError, Settings
+
+
+def test_layers_defaults_file_env_flags(tmp_path):
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text('k = 7\nmodel = "from-file"\ntemperature = 0.5\n')
+    env = {"RAG_MODEL": "from-env", "RAG_TEMPERATURE": "0.3"}
+    s = Settings.load(config_file=cfg, env=env, overrides={"temperature": 0.9, "store": None})
+    assert s.k == 7  # file beats default
+    assert s.model == "from-env"  # env beats file
+    assert s.temperature == 0.9  # flag beats env
+    assert s.store == Path("vectorstore")  # a None flag does not hide the default
+    assert Settings.load(config_file=None, env={}).k == 4
+
+
+def test_rag_table_and_env_store(tmp_path):
+    cfg = tmp_path / "custom.toml"
+    cfg.write_text("[rag]\nchunk_size = 120\n")
+    s = Settings.load(env={"RAG_CONFIG": str(cfg), "RAG_STORE": str(tmp_path / "s")})
+    assert s.chunk_size == 120
+    assert s.store == tmp_path / "s"
+
+
+def test_chroma_url(tmp_path):
+    s = Settings.load(config_file=None, env={"RAG_CHROMA_URL": "http://db.local:9000"})
+    assert (s.chroma_host, s.chroma_port) == ("db.local", 9000)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("k = [", "not valid TOML"), ("k = 0", "setting 'k'"), ("nonsense = 1", "setting 'nonsense'")],
+)
+def test_bad_config_is_one_line(tmp_path, content, message):
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text(content)
+    with pytest.raises(ConfigError) as err:
+        Settings.load(config_file=cfg, env={})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        Settings.load(config_file=tmp_path / "nope.toml", env={})
+
+
+def test_every_setting_is_documented():
+    for name, _value, description in Settings().describe():
+        assert description, name
