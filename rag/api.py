@@ -83,7 +83,9 @@ class RAG:
 
         client = getattr(self.llm, "client", None)
         count = (lambda text: len(client.tokenize(text.encode("utf-8"), add_bos=False, special=True))) if client else None
-        return AnswerChain(self.retriever, self.llm, self.settings.n_ctx, self.settings.max_tokens, self.settings.min_score, count).build()
+        # The seed goes with every call, so the same question gets the same answer, not the next draw.
+        llm = self.llm.bind(seed=self.settings.seed)
+        return AnswerChain(self.retriever, llm, self.settings.n_ctx, self.settings.max_tokens, self.settings.min_score, count).build()
 
     @property
     def fingerprint(self) -> str:

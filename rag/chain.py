@@ -5,7 +5,7 @@ output: {"question", "standalone", "sources", "answer", "cited", "refused"}, str
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +108,7 @@ class AnswerChain:
     def __init__(
         self,
         retriever: BaseRetriever,
-        llm: BaseChatModel,
+        llm: Runnable,
         n_ctx: int,
         max_tokens: int,
         min_score: float,
@@ -127,8 +127,8 @@ class AnswerChain:
             RunnableLambda(_normalize, name="normalize")
             | RunnablePassthrough.assign(standalone=RunnableLambda(self._condense, name="condense"))
             | RunnablePassthrough.assign(sources=RunnableLambda(self._retrieve, name="retrieve"))
-            | RunnablePassthrough.assign(answer=RunnableGenerator(self._generate, name="generate"))
-            | RunnableGenerator(self._cite, name="cite")
+            | RunnablePassthrough.assign(answer=RunnableGenerator(self._generate, self._agenerate, name="generate"))
+            | RunnableGenerator(self._cite, self._acite, name="cite")
         ).with_config(run_name="rag")
 
     # --- steps ---
@@ -160,36 +160,81 @@ class AnswerChain:
     def fit(self, x: dict[str, Any], docs: list[Document]) -> list[Document]:
         """Drop the weakest passages until the prompt and the answer fit the context window."""
         budget = self.n_ctx - self.max_tokens - 16  # chat-template tokens
-        docs = list(docs)
-        while docs:
-            messages = self._messages(x, docs)
-            if sum(self.count_tokens(str(m.content)) + 4 for m in messages) <= budget:
-                break
-            docs.pop()
-        return docs
+
+        def size(candidate: list[Document]) -> int:
+            return sum(self.count_tokens(str(m.content)) + 4 for m in self._messages(x, candidate))
+
+        kept = list(docs)
+        while kept and size(kept) > budget:
+            kept.pop()
+        if kept or not docs:
+            return kept
+        # Not even the best passage fits whole: give the model as much of it as fits, never nothing.
+        best = docs[0]
+        lo, hi = 0, len(best.page_content)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if size([Document(best.page_content[:mid], metadata=best.metadata)]) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        return [Document(best.page_content[:lo], metadata=best.metadata)] if lo >= 40 else []
+
+    def _prompt_or_refusal(self, x: dict[str, Any]) -> tuple[list[BaseMessage] | None, str]:
+        docs = self.fit(x, self.relevant(x["sources"]))
+        if not docs:
+            return None, prompts.REFUSAL[prompts.language_of(x["question"])]
+        return self._messages(x, docs), ""
 
     def _generate(self, inputs: Iterator[dict[str, Any]], config: RunnableConfig) -> Iterator[str]:
         x: dict[str, Any] = {}
         for chunk in inputs:
             x.update(chunk)
-        docs = self.fit(x, self.relevant(x["sources"]))
-        if not docs:
-            yield prompts.REFUSAL[prompts.language_of(x["question"])]
+        messages, refusal = self._prompt_or_refusal(x)
+        if messages is None:
+            yield refusal
             return
-        for chunk in self.llm.stream(self._messages(x, docs), config=config):
+        for chunk in self.llm.stream(messages, config=config):
+            if chunk.content:
+                yield str(chunk.content)
+
+    async def _agenerate(self, inputs: AsyncIterator[dict[str, Any]], config: RunnableConfig) -> AsyncIterator[str]:
+        x: dict[str, Any] = {}
+        async for chunk in inputs:
+            x.update(chunk)
+        messages, refusal = self._prompt_or_refusal(x)
+        if messages is None:
+            yield refusal
+            return
+        async for chunk in self.llm.astream(messages, config=config):
             if chunk.content:
                 yield str(chunk.content)
 
     def _cite(self, inputs: Iterator[dict[str, Any]]) -> Iterator[AddableDict]:
-        answer, sources = "", []
+        seen: dict[str, Any] = {"answer": "", "sources": []}
         for chunk in inputs:
-            if "sources" in chunk:
-                sources = chunk["sources"]
-            answer += chunk.get("answer", "")
+            self._collect(seen, chunk)
             yield AddableDict(chunk)
+        yield self._citations(seen)
+
+    async def _acite(self, inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[AddableDict]:
+        seen: dict[str, Any] = {"answer": "", "sources": []}
+        async for chunk in inputs:
+            self._collect(seen, chunk)
+            yield AddableDict(chunk)
+        yield self._citations(seen)
+
+    @staticmethod
+    def _collect(seen: dict[str, Any], chunk: dict[str, Any]) -> None:
+        if "sources" in chunk:
+            seen["sources"] = chunk["sources"]
+        seen["answer"] += chunk.get("answer", "")
+
+    def _citations(self, seen: dict[str, Any]) -> AddableDict:
+        answer, sources = seen["answer"], seen["sources"]
         refused = prompts.is_refusal(answer)
         usable = len(self.relevant(sources))
         cited = [] if refused else prompts.cited_numbers(answer, usable)
         if not refused and not cited:
             cited = list(range(1, usable + 1))  # uncited answer: show every passage it was given
-        yield AddableDict(cited=cited, refused=refused)
+        return AddableDict(cited=cited, refused=refused)

@@ -16,7 +16,9 @@ class LocalEmbeddings(Embeddings):
 
     def __init__(self, model_dir: Path, name: str, batch_size: int = 32, device: str = "cpu") -> None:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # transformers 5 draws a "Loading weights" bar on every load
         self.name = name
         self.batch_size = batch_size
         self.model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)

@@ -3,24 +3,46 @@ model's own chat template."""
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from pydantic import PrivateAttr
 
 from rag.config import Settings
 from rag.models import ModelError, physical_cores
 
 
-def load_chat_model(model_path: Path, settings: Settings) -> BaseChatModel:
-    """Load a GGUF once; the returned LangChain chat model streams tokens."""
+def _chat_llama_cpp_class() -> type:
     with warnings.catch_warnings():
         # langchain-community warns on import that it is being sunset; our users need not see it.
         warnings.simplefilter("ignore", DeprecationWarning)
         from langchain_community.chat_models import ChatLlamaCpp
 
+    class SerializedChatLlamaCpp(ChatLlamaCpp):
+        """ChatLlamaCpp whose calls take turns: one llama.cpp context is not thread-safe, and LangChain's
+        batch and async forms call it from several threads (two at once crash the process)."""
+
+        _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+        def _generate(self, *args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return super()._generate(*args, **kwargs)
+
+        def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            with self._lock:
+                yield from super()._stream(*args, **kwargs)
+
+    return SerializedChatLlamaCpp
+
+
+def load_chat_model(model_path: Path, settings: Settings) -> BaseChatModel:
+    """Load a GGUF once; the returned LangChain chat model streams tokens and is safe to share across threads."""
     try:
-        return ChatLlamaCpp(
+        return _chat_llama_cpp_class()(
             model_path=str(model_path),
             n_ctx=settings.n_ctx,
             n_threads=settings.n_threads or physical_cores(),

@@ -3,10 +3,15 @@ punctuation, so that no chunk is ever silently truncated by the embedder."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from langchain_core.documents import Document
+
+# Tables of contents are full of dot leaders (". . . . . . 12"): they carry no meaning, cost tokens and make
+# every contents page look like every question to the embedder.
+_DOT_LEADERS = re.compile(r"(?:\s?\.){4,}")
 
 # Paragraphs, then lines, then sentence ends (Latin and full-width), then clause marks, then words, then
 # characters: the first separator that yields small-enough pieces wins.
@@ -66,8 +71,13 @@ class Splitter:
     def split(self, documents: Iterable[Document]) -> list[Document]:
         chunks: list[Document] = []
         for doc in documents:
-            for piece in self._splitter.split_text(doc.page_content):
+            for piece in self._splitter.split_text(clean(doc.page_content)):
                 if not piece.strip():
                     continue
                 chunks.append(Document(page_content=piece, metadata={**doc.metadata, "chunk": len(chunks)}))
         return chunks
+
+
+def clean(text: str) -> str:
+    """Collapse dot leaders to one ellipsis."""
+    return _DOT_LEADERS.sub(" …", text)

@@ -1,0 +1,104 @@
+"""Prompt assembly, citations, refusal and the context budget, with a recording fake chat model (fast) over a
+real store and the real embedding model. The same paths run with the real models in test_api.py."""
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import SystemMessage
+
+from rag.chain import AnswerChain, answer_from_output
+from rag.retrieval import DenseRetriever
+
+
+class RecordingFake(FakeListChatModel):
+    """Replies from a list, and remembers every prompt it was given."""
+
+    seen: list = []
+
+    def _call(self, messages, *args, **kwargs):
+        self.seen.append(messages)
+        return super()._call(messages, *args, **kwargs)
+
+    def _stream(self, messages, *args, **kwargs):
+        self.seen.append(messages)
+        yield from super()._stream(messages, *args, **kwargs)
+
+
+def make_chain(rag, replies, n_ctx=4096, max_tokens=256, min_score=0.15):
+    fake = RecordingFake(responses=replies, seen=[])
+    retriever = DenseRetriever(store=rag.store, embeddings=rag.embeddings, k=4)
+    return AnswerChain(retriever, fake, n_ctx, max_tokens, min_score).build(), fake
+
+
+def test_prompt_has_numbered_context_and_answer_cites_it(small_rag):
+    chain, fake = make_chain(small_rag, ["Ross Ihaka and Robert Gentleman wrote it [2]."])
+    out = chain.invoke("Who originally wrote R?")
+    system = fake.seen[0][0]
+    assert isinstance(system, SystemMessage)
+    assert "[1] (" in system.content and "[4] (" in system.content
+    assert "R-FAQ.pdf, p. " in system.content
+    assert "The documents do not say." in system.content  # the refusal instruction
+    answer = answer_from_output(out)
+    assert [s.number for s in answer.sources] == [2]
+    assert answer.sources[0].text in system.content
+    assert not answer.refused
+
+
+def test_chinese_question_gets_the_chinese_prompt(small_rag):
+    chain, fake = make_chain(small_rag, ["使用 rustup 安装 [1]。"])
+    answer = answer_from_output(chain.invoke("如何安装 Rust？"))
+    assert "只能根据下面编号的资料片段回答问题" in fake.seen[0][0].content
+    assert "根据已知信息无法回答该问题" in fake.seen[0][0].content
+    assert answer.sources and answer.sources[0].number == 1
+
+
+def test_nothing_relevant_means_refusal_without_calling_the_model(small_rag):
+    chain, fake = make_chain(small_rag, ["should not be used"], min_score=0.99)
+    answer = answer_from_output(chain.invoke("What is the airspeed velocity of an unladen swallow?"))
+    assert answer.refused and answer.text == "The documents do not say."
+    assert fake.seen == []
+    assert len(answer.context) == 4  # the nearest passages are still reported
+    assert answer.sources == []
+
+
+def test_model_refusal_is_detected(small_rag):
+    chain, _ = make_chain(small_rag, ["The documents do not say."])
+    answer = answer_from_output(chain.invoke("What is the price of a ticket to the moon?"))
+    assert answer.refused and answer.sources == []
+
+
+@pytest.mark.parametrize("n_ctx", [1200, 700])
+def test_context_budget_drops_passages_that_do_not_fit(small_rag, n_ctx):
+    chain, fake = make_chain(small_rag, ["ok [1]"], n_ctx=n_ctx, max_tokens=200)
+    out = chain.invoke("How can R be installed?")
+    system = fake.seen[0][0].content
+    assert "[1] (" in system and "[4] (" not in system
+    # the fake counts ~2 characters a token; the prompt must fit beside the answer
+    assert sum(len(m.content) // 2 + 1 + 4 for m in fake.seen[0]) <= n_ctx - 200 - 16
+    first = out["sources"][0].page_content
+    assert first[:40] in system  # the best passage is there, whole or cut to fit
+
+
+def test_follow_up_is_condensed_before_retrieval(small_rag):
+    rewrite = "What is CRAN, the Comprehensive R Archive Network?"
+    chain, fake = make_chain(small_rag, [rewrite, "A network of sites [1]."])
+    history = [("human", "Where can I download R from?"), ("ai", "From CRAN [1].")]
+    out = chain.invoke({"question": "What is that?", "chat_history": history})
+    assert out["standalone"] == rewrite
+    assert "Where can I download R from?" in fake.seen[0][0].content  # the condense prompt saw the history
+    assert "From CRAN [1]." in fake.seen[0][0].content
+    # retrieval used the rewritten question ("What is that?" alone finds nothing about CRAN)
+    assert any("Comprehensive R Archive Network" in d.page_content for d in out["sources"])
+    assert fake.seen[1][-1].content == rewrite  # and so did the answer prompt
+
+
+def test_stream_yields_sources_first_then_answer_then_citations(small_rag):
+    chain, _ = make_chain(small_rag, ["abc [1]"])
+    keys = [next(iter(chunk)) for chunk in chain.stream("What is CRAN?")]
+    assert keys.index("sources") < keys.index("answer") < keys.index("cited")
+    assert keys.count("answer") == len("abc [1]")  # token by token
+
+
+def test_bad_input_type():
+    chain = AnswerChain(None, None, 1000, 100, 0.1).build()
+    with pytest.raises(TypeError, match="takes a question"):
+        chain.invoke(42)

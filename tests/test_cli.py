@@ -1,0 +1,88 @@
+"""The CLI through click's runner, and once through the installed entry point in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rag.cli import main
+from tests.conftest import DATA
+
+
+@pytest.fixture
+def runner(monkeypatch, tmp_path):
+    # The CLI reads settings from the environment; keep the developer's own out of the tests.
+    for key in list(os.environ):
+        if key.startswith("RAG_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+def test_help_of_every_command(runner):
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0 and "ingest" in result.output and "ask" in result.output
+    for cmd in ["ingest", "ask", "chat", "list"]:
+        result = runner.invoke(main, [cmd, "--help"])
+        assert result.exit_code == 0, cmd
+        assert "--store" in result.output, cmd
+    assert "--json" in runner.invoke(main, ["ask", "--help"]).output
+    assert "--prune" in runner.invoke(main, ["ingest", "--help"]).output
+
+
+def test_ingest_ask_json_list(runner, small_rag, tmp_path):
+    store = str(tmp_path / "store")
+    result = runner.invoke(main, ["ingest", str(DATA), "--store", store, "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "3 files: 3 ingested, 0 unchanged, 0 skipped, 0 failed" in result.output
+    result = runner.invoke(main, ["ingest", str(DATA), "--store", store])
+    assert "0 ingested, 3 unchanged" in result.output
+    result = runner.invoke(main, ["ask", "Who originally wrote R?", "--store", store, "--model", "smollm2-135m",
+                                  "--max-tokens", "48", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert isinstance(payload["answer"], str) and payload["answer"]
+    for s in payload["sources"]:
+        assert set(s) >= {"source", "page", "text", "score"}
+    result = runner.invoke(main, ["list", "--store", store])
+    assert "R-FAQ.pdf" in result.output and "52 pages" in result.output
+
+
+def test_user_errors_are_one_line(runner, tmp_path):
+    result = runner.invoke(main, ["ask", "anything", "--store", str(tmp_path / "empty")])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "store is empty" in result.output
+    result = runner.invoke(main, ["ingest", str(tmp_path / "missing"), "--store", str(tmp_path / "s"), "-q"])
+    assert result.exit_code == 3 and "no such file or folder" in result.output
+    bad = tmp_path / "rag.toml"
+    bad.write_text("k = [")
+    result = runner.invoke(main, ["--config", str(bad), "list"])
+    assert result.exit_code == 2 and "not valid TOML" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_installed_entry_point_in_a_subprocess(small_rag, tmp_path):
+    exe = Path(sys.executable).with_name("rag")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    start = time.perf_counter()
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env=env, check=True)
+    help_seconds = time.perf_counter() - start
+    assert "Ask questions about your own documents" in out.stdout
+    # `--help` must not import the heavy libraries (that is what keeps it fast).
+    probe = subprocess.run([sys.executable, "-c", "import sys, rag.cli; print(sorted(m for m in ('torch','chromadb','llama_cpp','sentence_transformers') if m in sys.modules))"],
+                           capture_output=True, text=True, env=env, check=True)
+    assert probe.stdout.strip() == "[]", (probe.stdout, help_seconds)
+    store = str(small_rag.settings.store)
+    out = subprocess.run([str(exe), "ask", "What is CRAN?", "--store", store, "--model", "smollm2-135m", "--max-tokens", "40", "--json"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["answer"] and all(s["source"].endswith((".pdf", ".md")) for s in payload["sources"])
+    assert "Traceback" not in out.stderr and "DeprecationWarning" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "rag", "--version"], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.startswith("rag ")

@@ -1,0 +1,47 @@
+from langchain_core.documents import Document
+
+from rag import models
+from rag.splitting import Splitter, token_counter
+from tests.conftest import DATA
+
+COUNT = token_counter(models.embedding_model_path("all-MiniLM-L6-v2"))
+
+
+def test_no_chunk_longer_than_the_limit_on_real_text():
+    from rag.loaders import load_file
+
+    docs = load_file(DATA / "R-FAQ.pdf").documents + load_file(DATA / "zh" / "rust-installation.zh.md").documents
+    chunks = Splitter(COUNT, chunk_size=120, chunk_overlap=20).split(docs)
+    assert len(chunks) > 50
+    lengths = [COUNT(c.page_content) for c in chunks]
+    assert max(lengths) <= 120
+    assert sum(lengths) / len(lengths) > 60  # chunks are filled, not shredded
+
+
+def test_metadata_kept_and_chunks_numbered_per_file():
+    docs = [Document("alpha beta. " * 300, metadata={"source": "a.txt", "page": 3})]
+    chunks = Splitter(COUNT, chunk_size=50, chunk_overlap=0).split(docs)
+    assert [c.metadata["chunk"] for c in chunks] == list(range(len(chunks)))
+    assert all(c.metadata["source"] == "a.txt" and c.metadata["page"] == 3 for c in chunks)
+
+
+def test_chinese_splits_at_full_width_punctuation():
+    sentence = "所有权是 Rust 最为与众不同的特性，它让 Rust 无需垃圾回收即可保障内存安全。"
+    docs = [Document(sentence * 40, metadata={"source": "zh.md"})]
+    chunks = Splitter(COUNT, chunk_size=100, chunk_overlap=0).split(docs)
+    assert len(chunks) > 2
+    assert all(COUNT(c.page_content) <= 100 for c in chunks)
+    # every chunk but possibly the last ends at a sentence end or clause mark, never mid-word
+    assert all(c.page_content.endswith(("。", "，")) for c in chunks[:-1])
+
+
+def test_a_long_unbroken_string_is_still_cut_to_size():
+    docs = [Document("x" * 5000 + "中" * 3000, metadata={"source": "blob.txt"})]
+    chunks = Splitter(COUNT, chunk_size=64, chunk_overlap=8).split(docs)
+    assert all(COUNT(c.page_content) <= 64 for c in chunks)
+
+
+def test_dot_leaders_are_collapsed():
+    docs = [Document("2.1 What is R? . . . . . . . . . . . . . . 3\n2.2 What is S?....... 12", metadata={"source": "toc.pdf"})]
+    (chunk,) = Splitter(COUNT, chunk_size=100, chunk_overlap=0).split(docs)
+    assert chunk.page_content == "2.1 What is R? … 3\n2.2 What is S? … 12"
