@@ -72,9 +72,9 @@ class RAG:
     @cached_property
     def retriever(self):
         """A LangChain `BaseRetriever` over the store."""
-        from rag.retrieval import DenseRetriever
+        from rag.retrieval import HybridRetriever
 
-        return DenseRetriever(store=self.store, embeddings=self.embeddings, k=self.settings.k)
+        return HybridRetriever(store=self.store, embeddings=self.embeddings, k=self.settings.k, mode=self.settings.retrieval)
 
     @cached_property
     def chain(self):

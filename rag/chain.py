@@ -1,6 +1,6 @@
 """The answering chain (LCEL): condense a follow-up -> retrieve -> fit the context budget -> prompt in the
 question's language -> model -> numbered citations. Input: a question (str) or {"question", "chat_history"};
-output: {"question", "standalone", "sources", "answer", "cited", "refused"}, streamable."""
+output: {"question", "standalone", "sources", "grounded", "answer", "cited", "refused"}, streamable."""
 
 from __future__ import annotations
 
@@ -126,7 +126,8 @@ class AnswerChain:
         return (
             RunnableLambda(_normalize, name="normalize")
             | RunnablePassthrough.assign(standalone=RunnableLambda(self._condense, name="condense"))
-            | RunnablePassthrough.assign(sources=RunnableLambda(self._retrieve, name="retrieve"))
+            | RunnablePassthrough.assign(retrieved=RunnableLambda(self._retrieve, name="retrieve"))
+            | RunnableLambda(self._select, name="select")
             | RunnablePassthrough.assign(answer=RunnableGenerator(self._generate, self._agenerate, name="generate"))
             | RunnableGenerator(self._cite, self._acite, name="cite")
         ).with_config(run_name="rag")
@@ -151,8 +152,16 @@ class AnswerChain:
     def _messages(self, x: dict[str, Any], docs: list[Document]) -> list[BaseMessage]:
         lang = prompts.language_of(x["question"])
         passages = [(display_label(d.metadata.get("source", "?"), d.metadata.get("page")), d.page_content) for d in docs]
-        system = prompts.ANSWER_SYSTEM[lang].format(refusal=prompts.REFUSAL[lang], context=prompts.format_context(passages))
-        return [SystemMessage(system), *x["chat_history"][-4:], HumanMessage(x["standalone"])]
+        system = prompts.ANSWER_SYSTEM[lang].format(refusal=prompts.REFUSAL[lang])
+        user = prompts.ANSWER_USER[lang].format(context=prompts.format_context(passages), question=x["standalone"])
+        return [SystemMessage(system), *x["chat_history"][-4:], HumanMessage(user)]
+
+    def _select(self, x: dict[str, Any]) -> dict[str, Any]:
+        """`sources`: the passages the model will see, numbered [1].. in this order; when none is relevant
+        enough, the nearest ones (for display) and `grounded` False, which means: refuse without asking."""
+        retrieved = x.pop("retrieved")
+        context = self.fit(x, self.relevant(retrieved))
+        return {**x, "sources": context or retrieved, "grounded": bool(context)}
 
     def relevant(self, docs: list[Document]) -> list[Document]:
         return [d for d in docs if d.metadata.get("score", 1.0) >= self.min_score]
@@ -181,10 +190,9 @@ class AnswerChain:
         return [Document(best.page_content[:lo], metadata=best.metadata)] if lo >= 40 else []
 
     def _prompt_or_refusal(self, x: dict[str, Any]) -> tuple[list[BaseMessage] | None, str]:
-        docs = self.fit(x, self.relevant(x["sources"]))
-        if not docs:
+        if not x["grounded"]:
             return None, prompts.REFUSAL[prompts.language_of(x["question"])]
-        return self._messages(x, docs), ""
+        return self._messages(x, x["sources"]), ""
 
     def _generate(self, inputs: Iterator[dict[str, Any]], config: RunnableConfig) -> Iterator[str]:
         x: dict[str, Any] = {}
@@ -211,14 +219,14 @@ class AnswerChain:
                 yield str(chunk.content)
 
     def _cite(self, inputs: Iterator[dict[str, Any]]) -> Iterator[AddableDict]:
-        seen: dict[str, Any] = {"answer": "", "sources": []}
+        seen: dict[str, Any] = {"answer": "", "sources": [], "grounded": False}
         for chunk in inputs:
             self._collect(seen, chunk)
             yield AddableDict(chunk)
         yield self._citations(seen)
 
     async def _acite(self, inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[AddableDict]:
-        seen: dict[str, Any] = {"answer": "", "sources": []}
+        seen: dict[str, Any] = {"answer": "", "sources": [], "grounded": False}
         async for chunk in inputs:
             self._collect(seen, chunk)
             yield AddableDict(chunk)
@@ -226,14 +234,15 @@ class AnswerChain:
 
     @staticmethod
     def _collect(seen: dict[str, Any], chunk: dict[str, Any]) -> None:
-        if "sources" in chunk:
-            seen["sources"] = chunk["sources"]
+        for key in ("sources", "grounded"):
+            if key in chunk:
+                seen[key] = chunk[key]
         seen["answer"] += chunk.get("answer", "")
 
     def _citations(self, seen: dict[str, Any]) -> AddableDict:
         answer, sources = seen["answer"], seen["sources"]
         refused = prompts.is_refusal(answer)
-        usable = len(self.relevant(sources))
+        usable = len(sources) if seen["grounded"] else 0
         cited = [] if refused else prompts.cited_numbers(answer, usable)
         if not refused and not cited:
             cited = list(range(1, usable + 1))  # uncited answer: show every passage it was given

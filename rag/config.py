@@ -9,7 +9,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -55,6 +55,7 @@ class Settings(BaseModel):
 
     # --- retrieval and answering ---
     k: int = Field(4, ge=1, description="Chunks retrieved per question.")
+    retrieval: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="hybrid (BM25 fused with dense vectors), dense or bm25.")
     min_score: float = Field(0.15, description="Below this relevance (cosine similarity) a chunk is not used as context.")
     password: str | None = Field(None, description="Password for encrypted PDFs.")
 

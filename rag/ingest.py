@@ -98,6 +98,8 @@ class Ingestor:
                         self.store.delete_file(rec.source)
                         report.pruned.append(rec.source)
             self._redo_pending(report)
+            if report.ingested or report.pruned or report.skipped:
+                self.store.lexical()  # rebuild now, so the first question does not pay for it
         report.seconds = time.perf_counter() - started
         return report
 

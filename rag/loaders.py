@@ -360,9 +360,9 @@ def _guess_legacy_encoding(data: bytes) -> str | None:
         # charset-normalizer often ranks cp1250 first for German/French/Spanish text that is
         # really cp1252/Latin-1 ('à' would become 'ŕ'); on a tie, the far more common cp1252 wins.
         tied = [m for m in results if m.chaos <= best.chaos + 0.01]
-        if any(m.encoding == "cp1252" or "cp1252" in m.could_be_from_charset for m in tied):
-            if _try_decode(data, "cp1252") is not None:
-                return "cp1252"
+        cp1252_tied = any(m.encoding == "cp1252" or "cp1252" in m.could_be_from_charset for m in tied)
+        if cp1252_tied and _try_decode(data, "cp1252") is not None:
+            return "cp1252"
         return encoding
     if encoding in _CHINESE:
         return _gb_or_big5(data, encoding)
@@ -687,7 +687,9 @@ def _read_pdf(path: Path | str, password: str | None) -> Loaded:
         try:
             opened = any(reader.decrypt(candidate) for candidate in candidates)
         except DependencyError as exc:
-            raise LoadError(path, "encrypted PDF needs the 'cryptography' package (pip install 'pypdf[crypto]')") from exc
+            raise LoadError(
+                path, "encrypted PDF needs the 'cryptography' package (pip install 'pypdf[crypto]')"
+            ) from exc
         except Exception as exc:
             raise LoadError(path, f"encrypted PDF could not be decrypted ({_describe(exc)})") from exc
         if not opened:

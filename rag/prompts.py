@@ -10,25 +10,23 @@ REFUSAL = {
     "zh": "根据已知信息无法回答该问题。",
 }
 
+# The rules go in the system turn, the passages and the question in the user turn: small models follow the
+# last turn best, and asking for [n] right after the question is what makes them cite.
 ANSWER_SYSTEM = {
     "en": (
-        "You answer questions using only the numbered context passages below, taken from the user's documents.\n"
-        "Rules:\n"
-        "- Use only facts stated in the passages. Do not use outside knowledge.\n"
-        "- After each sentence, cite the passage(s) it comes from as [1], [2], ...\n"
-        "- If the passages do not contain the answer, reply exactly: {refusal}\n"
-        "- Be concise.\n\n"
-        "Context:\n{context}"
+        "You answer questions using only the numbered passages the user gives you from their documents. "
+        "Use only facts stated in the passages, never outside knowledge. Cite every fact with the number of its "
+        "passage in square brackets, like [2]. If the passages do not contain the answer, reply exactly: {refusal}"
     ),
     "zh": (
-        "你只能根据下面编号的资料片段回答问题，这些片段来自用户的文档。\n"
-        "规则：\n"
-        "- 只使用片段中明确写出的事实，不要使用外部知识。\n"
-        "- 每句话后用 [1]、[2] 这样的编号注明出处。\n"
-        "- 如果片段中没有答案，只回答：{refusal}\n"
-        "- 回答要简洁，用中文回答。\n\n"
-        "资料：\n{context}"
+        "你只能根据用户提供的编号资料片段回答问题，这些片段来自用户的文档。只使用片段中明确写出的事实，不要使用外部知识。"
+        "每个事实后用方括号注明出处编号，例如 [2]。如果片段中没有答案，只回答：{refusal}"
     ),
+}
+
+ANSWER_USER = {
+    "en": "Passages:\n{context}\n\nQuestion: {question}\n\nAnswer briefly, using only the passages, and cite them as [n].",
+    "zh": "资料：\n{context}\n\n问题：{question}\n\n请只根据资料用中文简洁回答，并用 [n] 注明出处。",
 }
 
 CONDENSE = {

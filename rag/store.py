@@ -9,6 +9,7 @@ import hashlib
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,7 @@ class Store:
                 "run `rag reset` (then ingest again) or choose another --store"
             )
         self.manifest = Manifest(self.root / MANIFEST_NAME)
+        self._lexical = None
 
     # --- writing, file by file ---
     @contextlib.contextmanager
@@ -147,6 +149,7 @@ class Store:
             self.collection.upsert(ids=ids[start:end], embeddings=vectors[start:end], documents=texts[start:end], metadatas=metadatas[start:end])
         rec.chunk_ids, rec.chunks, rec.status, rec.ingested_at = ids, len(ids), "done", time.time()
         self.manifest.put(rec)
+        self._bump()
 
     def touch(self, rec: FileRecord) -> None:
         """Record a new size/mtime for a file whose content did not change."""
@@ -160,6 +163,7 @@ class Store:
             self.manifest.set_status(source, "pending")
         self.collection.delete(where={"source": source})
         self.manifest.remove(source)
+        self._bump()
         return n
 
     def reset(self) -> None:
@@ -170,6 +174,41 @@ class Store:
         self.collection = self.client.get_or_create_collection(name, metadata=meta, embedding_function=None)
         for rec in self.manifest.all():
             self.manifest.remove(rec.source)
+        self._bump()
+
+    def _bump(self) -> None:
+        # Any change of content gets a new revision; the lexical index compares it to the one it was built at.
+        self.manifest.set_meta("revision", uuid.uuid4().hex)
+
+    # --- the lexical index ---
+    def lexical(self):
+        """The BM25 index of every chunk, rebuilt first when the store changed since it was built."""
+        from rag.lexical import LexicalIndex
+
+        if self._lexical is None:
+            self._lexical = LexicalIndex(self.root / "bm25")
+            self._lexical.load()
+        revision = self.manifest.get_meta("revision") or ""
+        if self._lexical.revision != revision:
+            ids, texts = [], []
+            for start in range(0, self.collection.count(), 5000):
+                page = self.collection.get(include=["documents"], limit=5000, offset=start)
+                ids += page["ids"]
+                texts += page["documents"]
+            self._lexical.build(ids, texts, revision)
+        return self._lexical
+
+    def get(self, ids: list[str], vector: list[float] | None = None) -> dict[str, tuple[str, dict, float]]:
+        """Chunks by id as id -> (text, metadata, cosine similarity to `vector`, or 0)."""
+        if not ids:
+            return {}
+        include = ["documents", "metadatas"] + (["embeddings"] if vector is not None else [])
+        res = self.collection.get(ids=ids, include=include)
+        out = {}
+        for i, cid in enumerate(res["ids"]):
+            sim = float(sum(a * b for a, b in zip(vector, res["embeddings"][i]))) if vector is not None else 0.0
+            out[cid] = (res["documents"][i], res["metadatas"][i] or {}, sim)
+        return out
 
     # --- reading ---
     def count(self) -> int:
@@ -178,12 +217,12 @@ class Store:
     def files(self) -> list[FileRecord]:
         return self.manifest.all()
 
-    def query(self, vector: list[float], k: int, where: dict | None = None) -> list[tuple[str, dict, float]]:
-        """Nearest chunks as (text, metadata, cosine similarity), best first."""
+    def query(self, vector: list[float], k: int, where: dict | None = None) -> list[tuple[str, str, dict, float]]:
+        """Nearest chunks as (id, text, metadata, cosine similarity), best first."""
         if self.collection.count() == 0:
             return []
         res = self.collection.query(query_embeddings=[vector], n_results=k, where=where, include=["documents", "metadatas", "distances"])
-        return [(t, m or {}, 1.0 - d) for t, m, d in zip(res["documents"][0], res["metadatas"][0], res["distances"][0])]
+        return [(i, t, m or {}, 1.0 - d) for i, t, m, d in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0])]
 
     def close(self) -> None:
         self.manifest.close()

@@ -6,7 +6,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import SystemMessage
 
 from rag.chain import AnswerChain, answer_from_output
-from rag.retrieval import DenseRetriever
+from rag.retrieval import HybridRetriever
 
 
 class RecordingFake(FakeListChatModel):
@@ -25,29 +25,32 @@ class RecordingFake(FakeListChatModel):
 
 def make_chain(rag, replies, n_ctx=4096, max_tokens=256, min_score=0.15):
     fake = RecordingFake(responses=replies, seen=[])
-    retriever = DenseRetriever(store=rag.store, embeddings=rag.embeddings, k=4)
+    retriever = HybridRetriever(store=rag.store, embeddings=rag.embeddings, k=4)
     return AnswerChain(retriever, fake, n_ctx, max_tokens, min_score).build(), fake
 
 
 def test_prompt_has_numbered_context_and_answer_cites_it(small_rag):
     chain, fake = make_chain(small_rag, ["Ross Ihaka and Robert Gentleman wrote it [2]."])
     out = chain.invoke("Who originally wrote R?")
-    system = fake.seen[0][0]
+    system, user = fake.seen[0][0], fake.seen[0][-1]
     assert isinstance(system, SystemMessage)
-    assert "[1] (" in system.content and "[4] (" in system.content
-    assert "R-FAQ.pdf, p. " in system.content
     assert "The documents do not say." in system.content  # the refusal instruction
+    assert "[1] (" in user.content and "[4] (" in user.content
+    assert "R-FAQ.pdf, p. " in user.content
+    assert user.content.rstrip().endswith("cite them as [n].")
+    assert "Question: Who originally wrote R?" in user.content
     answer = answer_from_output(out)
     assert [s.number for s in answer.sources] == [2]
-    assert answer.sources[0].text in system.content
+    assert answer.sources[0].text in user.content
     assert not answer.refused
 
 
 def test_chinese_question_gets_the_chinese_prompt(small_rag):
     chain, fake = make_chain(small_rag, ["使用 rustup 安装 [1]。"])
     answer = answer_from_output(chain.invoke("如何安装 Rust？"))
-    assert "只能根据下面编号的资料片段回答问题" in fake.seen[0][0].content
+    assert "你只能根据用户提供的编号资料片段回答问题" in fake.seen[0][0].content
     assert "根据已知信息无法回答该问题" in fake.seen[0][0].content
+    assert "问题：如何安装 Rust？" in fake.seen[0][-1].content
     assert answer.sources and answer.sources[0].number == 1
 
 
@@ -70,7 +73,7 @@ def test_model_refusal_is_detected(small_rag):
 def test_context_budget_drops_passages_that_do_not_fit(small_rag, n_ctx):
     chain, fake = make_chain(small_rag, ["ok [1]"], n_ctx=n_ctx, max_tokens=200)
     out = chain.invoke("How can R be installed?")
-    system = fake.seen[0][0].content
+    system = fake.seen[0][-1].content
     assert "[1] (" in system and "[4] (" not in system
     # the fake counts ~2 characters a token; the prompt must fit beside the answer
     assert sum(len(m.content) // 2 + 1 + 4 for m in fake.seen[0]) <= n_ctx - 200 - 16
@@ -88,14 +91,15 @@ def test_follow_up_is_condensed_before_retrieval(small_rag):
     assert "From CRAN [1]." in fake.seen[0][0].content
     # retrieval used the rewritten question ("What is that?" alone finds nothing about CRAN)
     assert any("Comprehensive R Archive Network" in d.page_content for d in out["sources"])
-    assert fake.seen[1][-1].content == rewrite  # and so did the answer prompt
+    assert f"Question: {rewrite}" in fake.seen[1][-1].content  # and so did the answer prompt
 
 
 def test_stream_yields_sources_first_then_answer_then_citations(small_rag):
     chain, _ = make_chain(small_rag, ["abc [1]"])
-    keys = [next(iter(chunk)) for chunk in chain.stream("What is CRAN?")]
-    assert keys.index("sources") < keys.index("answer") < keys.index("cited")
-    assert keys.count("answer") == len("abc [1]")  # token by token
+    chunks = list(chain.stream("What is CRAN?"))
+    first = lambda key: next(i for i, c in enumerate(chunks) if key in c)  # noqa: E731
+    assert first("sources") < first("answer") < first("cited")
+    assert sum("answer" in c for c in chunks) == len("abc [1]")  # token by token
 
 
 def test_bad_input_type():

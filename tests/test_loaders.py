@@ -52,7 +52,7 @@ def corpus(relative: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_load(relative: str, password: str | None = None) -> Loaded:
     # The big PDFs take seconds; several tests look at the same result (tests must not mutate it).
     return load_file(corpus(relative), password=password)
@@ -106,7 +106,9 @@ def make_pdf(pages: list[str], title: str | None = None) -> bytes:
     out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
     for offset in offsets:
         out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root %d 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, catalog_id, info, xref))
+    out.write(
+        b"trailer\n<< /Size %d /Root %d 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, catalog_id, info, xref)
+    )
     return out.getvalue()
 
 
@@ -189,10 +191,12 @@ def test_utf16_utf32_without_bom(tmp_path: Path, text: str, encoding: str) -> No
 
 @pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-32", "utf-16-be", "utf-32-be"])
 def test_with_bom(tmp_path: Path, encoding: str) -> None:
-    data = MIXED.encode(encoding)
+    # Characters outside the BMP tell UTF-32-LE from UTF-16-LE (whose BOM is a prefix of it).
+    text = MIXED + "Emoji 😀 and CJK extension B 𠀋.\n"
+    data = text.encode(encoding)
     if encoding.endswith("-be"):  # Python adds no BOM for explicit byte orders
-        data = ("\ufeff" + MIXED).encode(encoding)
-    assert read_text_file(write(tmp_path, "doc.txt", data)) == MIXED
+        data = ("\ufeff" + text).encode(encoding)
+    assert read_text_file(write(tmp_path, "doc.txt", data)) == text
 
 
 def test_utf16_be_is_not_mistaken_for_utf8(tmp_path: Path) -> None:
@@ -326,6 +330,17 @@ def test_html_meta_charset_is_honoured(tmp_path: Path) -> None:
     assert only_text(loaded) == ZH_SIMPLIFIED.strip()
 
 
+def test_html_meta_charset_beats_detection(tmp_path: Path) -> None:
+    sentence = "Le prix: 5 € pour une Œuvre complète."
+    # Byte for byte this is also valid cp1252, which detection prefers for undeclared text.
+    plain = write(tmp_path, "latin9.txt", sentence.encode("iso-8859-15"))
+    assert read_text_file(plain) == "Le prix: 5 ¤ pour une ¼uvre complète."
+    html = '<html><head><meta http-equiv="Content-Type" content="text/html; charset=ISO-8859-15"></head>'
+    html += f"<body><p>{sentence}</p></body></html>"
+    loaded = load_file(write(tmp_path, "latin9.html", html.encode("iso-8859-15")))
+    assert only_text(loaded) == sentence
+
+
 def test_html_bom_beats_meta(tmp_path: Path) -> None:
     html = "<html><head><meta charset='utf-8'><title>Datenblatt</title></head><body><p>Größe: 5 €</p></body></html>"
     loaded = load_file(write(tmp_path, "bom.html", html.encode("utf-16")))  # BOM + UTF-16 LE
@@ -339,7 +354,9 @@ def test_html_wrong_meta_falls_back_to_detection(tmp_path: Path) -> None:
 
 
 def test_html_without_text(tmp_path: Path) -> None:
-    path = write(tmp_path, "blank.html", b"<html><head><title>t</title><script>x=1</script></head><body> </body></html>")
+    path = write(
+        tmp_path, "blank.html", b"<html><head><title>t</title><script>x=1</script></head><body> </body></html>"
+    )
     loaded = load_file(path)
     assert loaded.documents == []
     assert len(loaded.warnings) == 1 and loaded.warnings[0].startswith(f"{path}: ")
@@ -398,7 +415,9 @@ def test_docx_empty_and_broken(tmp_path: Path) -> None:
 
 
 def test_pdf_pages_metadata_and_empty_pages(tmp_path: Path) -> None:
-    path = write(tmp_path, "gen.pdf", make_pdf(["Hello page one\nsecond line", "", "Third page (with parens)"], title="Gen"))
+    path = write(
+        tmp_path, "gen.pdf", make_pdf(["Hello page one\nsecond line", "", "Third page (with parens)"], title="Gen")
+    )
     loaded = load_file(path)
     assert loaded.pages == 3
     assert [d.metadata for d in loaded.documents] == [
@@ -468,15 +487,17 @@ def test_pdf_truncated_generated(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "F n e m b \\ h e h k \x03 ; e Z \\ d\nI n k ^ \x03 ; e Z \\ d \x03 ! D \x03 6 \x03 * ) ) \"\nI n k ^ \x03 F Z ` ^ g m Z",
+        'F n e m b \\ h e h k \x03 ; e Z \\ d\nI n k ^ \x03 ; e Z \\ d \x03 ! D \x03 6 \x03 * ) ) "\n'
+        "I n k ^ \x03 F Z ` ^ g m Z",
         "/g437/g258",
         '"7+%-',
         "\ue000\ue001\ue002\ue003 \ue004\ue005",
+        "Title\x01\x02 Te\x03xt wi\x04th con\x05trol \x06chars \x07here",
         "«POAH «3E*»CM tanntxim. inc. /^. ^\ntoi n»Bfl. iseorty ttsrootj saifii, GROTE, nut, s*r;tiiR» and\n"
         "FRG&t OSZ H. USSSOBS\nA letter from the Aaalggfitted fc-ugsx Company eecepting 3s«»teership and the "
         "Calif&rr-.la. and A&s-oeiete© and H^uid Sugars, Inc. and the Sevennah £ug»r Refining",
     ],
-    ids=["offset-font", "glyph-names", "symbol-soup", "private-use", "bad-ocr"],
+    ids=["offset-font", "glyph-names", "symbol-soup", "private-use", "control-chars", "bad-ocr"],
 )
 def test_looks_like_garbage_true(text: str) -> None:
     assert looks_like_garbage(text)
@@ -492,7 +513,8 @@ def test_looks_like_garbage_true(text: str) -> None:
         "引导加载程序是启动过程的第二阶段，由 UEFI 启动。引导加载程序将系统内核映像和initrd 映像加载到内存。",
         "Lorem ipsum dolor sit amet, consetetur sadipscing elitr, sed diam nonumy eirmod tempor invidunt ut labore",
         "> x <- c(1, 2, 3)\n> y <- x^2 * 3\n> lm(y ~ A*B + x, data = d)\n[1] 1 4 9\n> a b c d e f",
-        "Copyright c© 1990 W. N. Venables\nCopyright c© 1992 W. N. Venables & D. M. Smith\nCopyright c© 1997 R. Gentleman",
+        "Copyright c© 1990 W. N. Venables\nCopyright c© 1992 W. N. Venables & D. M. Smith\n"
+        "Copyright c© 1997 R. Gentleman",
         "pdf encryption test\npassword: asdfzxcv",
     ],
     ids=["empty", "page-number", "english", "pypdf-no-spaces", "chinese", "lorem", "r-code", "copyright", "short"],
@@ -525,7 +547,11 @@ def test_repair_cjk_spaces(raw: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("encoded", "twin", "codec"),
-    [("gbk.txt", "gbk-utf8.txt", "gbk"), ("gb2312.txt", "gb2312-utf8.txt", "gb2312"), ("gb18030.txt", "gb18030-utf8.txt", "gb18030")],
+    [
+        ("gbk.txt", "gbk-utf8.txt", "gbk"),
+        ("gb2312.txt", "gb2312-utf8.txt", "gb2312"),
+        ("gb18030.txt", "gb18030-utf8.txt", "gb18030"),
+    ],
 )
 def test_corpus_gb_encodings(encoded: str, twin: str, codec: str) -> None:
     path = corpus(f"bad_inputs/encodings/{encoded}")
@@ -539,7 +565,7 @@ def test_corpus_debian_gbk_chapter() -> None:
     expected = corpus("bad_inputs/encodings/debian-reference-ch01.zh-cn.utf8.txt").read_text(encoding="utf-8")
     assert len(result) == len(expected)
     # Characters GBK cannot encode became '?': those are the only differences allowed.
-    differences = [(a, b) for a, b in zip(result, expected) if a != b]
+    differences = [(a, b) for a, b in zip(result, expected, strict=True) if a != b]
     assert all(a == "?" for a, _ in differences)
     assert len(differences) <= 0.005 * len(expected)
     assert "控制台基础" in result
@@ -617,7 +643,11 @@ def test_corpus_patriot_act_pre_html() -> None:
 @pytest.mark.parametrize(
     ("name", "title", "phrase"),
     [
-        ("docs/en/debian-reference_ch02.en.html", "Chapter 2. Debian package management", "Advanced Packaging Tool (APT)"),
+        (
+            "docs/en/debian-reference_ch02.en.html",
+            "Chapter 2. Debian package management",
+            "Advanced Packaging Tool (APT)",
+        ),
         ("docs/zh/debian-reference_ch02.zh-cn.html", "第 2 章 Debian 软件包管理", "软件包"),
     ],
 )
@@ -788,7 +818,9 @@ def test_corpus_debian_reference_en_pdf() -> None:
     assert loaded.pages == 261
     # Page 1 is a cover without text; at most two more pages may be lost to the garbage heuristic.
     assert len(loaded.documents) >= 258
-    assert all(d.metadata["source"] == str(path) and d.metadata["title"] == "Debian Reference" for d in loaded.documents)
+    assert all(
+        d.metadata["source"] == str(path) and d.metadata["title"] == "Debian Reference" for d in loaded.documents
+    )
     pages = [d.metadata["page"] for d in loaded.documents]
     assert pages == sorted(pages) and pages[0] == 2
     assert not any("unreadable text layer" in w for w in loaded.warnings)
