@@ -57,7 +57,7 @@ def model_options(fn: Callable) -> Callable:
         click.option("--retrieval", type=click.Choice(["hybrid", "dense", "bm25"]), default=None,
                      help="hybrid: BM25 fused with dense vectors (default); or dense or bm25 alone."),
         click.option("--model", default=None, help="Chat model: qwen2.5-coder-1.5b (default), smollm2-135m, or a GGUF file path."),
-        click.option("--temperature", type=click.FloatRange(0, 2), default=None, help="Sampling temperature (default 0.1)."),
+        click.option("--temperature", type=click.FloatRange(0, 2), default=None, help="Sampling temperature (default 0: most faithful, repeatable)."),
         click.option("--n-ctx", type=click.IntRange(256), default=None, help="Model context window in tokens (default 4096)."),
         click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest answer in tokens (default 512)."),
         click.option("--threads", "n_threads", type=click.IntRange(1), default=None, help="llama.cpp threads (default: physical cores)."),

@@ -45,7 +45,7 @@ class Settings(BaseModel):
     n_ctx: int = Field(4096, ge=256, description="Context window of the chat model, in tokens.")
     n_threads: int | None = Field(None, description="llama.cpp threads (default: the number of physical cores).")
     n_gpu_layers: int = Field(0, description="Layers to offload to a GPU (needs a GPU build of llama-cpp-python).")
-    temperature: float = Field(0.1, ge=0.0, le=2.0, description="Sampling temperature.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0: always the most likely token, for answers that stick to the passages and repeat).")
     max_tokens: int = Field(512, ge=1, description="Longest answer, in tokens.")
     seed: int = Field(42, description="Sampling seed, so that answers repeat.")
 

@@ -16,11 +16,11 @@ ANSWER_SYSTEM = {
     "en": (
         "You answer questions using only the numbered passages the user gives you from their documents. "
         "Use only facts stated in the passages, never outside knowledge. Cite every fact with the number of its "
-        "passage in square brackets, like [2]. If the passages do not contain the answer, reply exactly: {refusal}"
+        "passage in square brackets, like [2]. Only if the passages really do not contain the answer, reply exactly: {refusal}"
     ),
     "zh": (
         "你只能根据用户提供的编号资料片段回答问题，这些片段来自用户的文档。只使用片段中明确写出的事实，不要使用外部知识。"
-        "每个事实后用方括号注明出处编号，例如 [2]。如果片段中没有答案，只回答：{refusal}"
+        "每个事实后用方括号注明出处编号，例如 [2]。只有当片段中确实没有答案时，才只回答：{refusal}"
     ),
 }
 

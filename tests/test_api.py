@@ -101,10 +101,18 @@ def test_settings_from_keywords(tmp_path):
 
 @pytest.mark.slow
 def test_default_model_answers_with_the_right_citation(default_rag):
-    answer = default_rag.ask("Who originally wrote R?")
-    assert "Ihaka" in answer.text and "Gentleman" in answer.text
+    answer = default_rag.ask("What is CRAN?")
+    assert "Comprehensive R Archive Network" in answer.text
     assert not answer.refused
-    assert any(s.source.endswith("R-FAQ.pdf") and s.page == 7 for s in answer.sources)
+    assert any(s.source.endswith("R-FAQ.pdf") and s.page == 13 for s in answer.sources)
+
+
+@pytest.mark.slow
+def test_default_model_answers_chinese(default_rag):
+    answer = default_rag.ask("如何检查 Rust 是否安装正确？")
+    assert "rustc --version" in answer.text
+    assert not answer.refused
+    assert answer.sources and all(s.source.endswith("rust-installation.zh.md") for s in answer.sources)
 
 
 @pytest.mark.slow
