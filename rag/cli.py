@@ -267,6 +267,67 @@ def list_(ctx: click.Context, store: Path | None) -> None:
         click.echo(f"{rec.pages:5d} pages {rec.chunks:6d} chunks  {when}  {rec.source}{flag}")
 
 
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@store_option
+@click.pass_context
+@handle_errors
+def delete(ctx: click.Context, paths: tuple[Path, ...], store: Path | None) -> None:
+    """Remove ingested files (their chunks and manifest entries) from the store; the files stay on disk."""
+    rag = make_rag(ctx, store=store)
+    missing = False
+    for path in paths:
+        n = rag.delete(path)
+        if n:
+            click.echo(f"deleted {path} ({n} chunks)")
+        else:
+            click.echo(f"{path}: not in the store", err=True)
+            missing = True
+    if missing:
+        sys.exit(EXIT_USER_ERROR)
+
+
+@main.command()
+@store_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@handle_errors
+def reset(ctx: click.Context, store: Path | None, yes: bool) -> None:
+    """Empty the store: every chunk and manifest entry goes (your files stay on disk)."""
+    rag = make_rag(ctx, store=store)
+    if not yes:
+        click.confirm(f"Remove all {len(rag.files())} files from {rag.settings.store}?", abort=True, err=True)
+    rag.reset()
+    click.echo(f"{rag.settings.store}: emptied")
+
+
+@main.command()
+@store_option
+@click.pass_context
+@handle_errors
+def stats(ctx: click.Context, store: Path | None) -> None:
+    """Files, pages, chunks and disk use of the store."""
+    rag = make_rag(ctx, store=store)
+    files = rag.files()
+    size = sum(p.stat().st_size for p in Path(rag.settings.store).rglob("*") if p.is_file())
+    click.echo(f"store: {rag.settings.store}\nfiles: {len(files)}\npages: {sum(f.pages for f in files)}\n"
+               f"chunks: {rag.store.count()}\nembedding model: {rag.settings.embedding_model}\n"
+               f"disk: {size / 1e6:.1f} MB")
+    pending = [f.source for f in files if f.status != "done"]
+    if pending:
+        click.echo(f"interrupted: {len(pending)} file(s) half-replaced; `rag ingest` completes them")
+
+
+@main.command(name="config")
+@click.pass_context
+@handle_errors
+def config_(ctx: click.Context) -> None:
+    """Print every setting with its current value and what it does."""
+    settings = Settings.load(config_file=ctx.obj.get("config"))
+    for name, value, description in settings.describe():
+        click.echo(f"{name} = {value!r}\n    {description}  (env RAG_{name.upper()})")
+
+
 def _check_store(rag: Any) -> None:
     if rag.store.count() == 0:
         raise ConfigError(f"{rag.settings.store}: the store is empty; run `rag ingest PATH` first")

@@ -27,12 +27,14 @@ def runner(monkeypatch, tmp_path):
 def test_help_of_every_command(runner):
     result = runner.invoke(main, ["--help"])
     assert result.exit_code == 0 and "ingest" in result.output and "ask" in result.output
-    for cmd in ["ingest", "ask", "chat", "list"]:
+    for cmd in ["ingest", "ask", "chat", "list", "delete", "reset", "stats"]:
         result = runner.invoke(main, [cmd, "--help"])
         assert result.exit_code == 0, cmd
         assert "--store" in result.output, cmd
     assert "--json" in runner.invoke(main, ["ask", "--help"]).output
     assert "--prune" in runner.invoke(main, ["ingest", "--help"]).output
+    result = runner.invoke(main, ["config"])
+    assert result.exit_code == 0 and "chunk_size = 200" in result.output and "RAG_STORE" in result.output
 
 
 def test_ingest_ask_json_list(runner, small_rag, tmp_path):
@@ -51,6 +53,16 @@ def test_ingest_ask_json_list(runner, small_rag, tmp_path):
         assert set(s) >= {"source", "page", "text", "score"}
     result = runner.invoke(main, ["list", "--store", store])
     assert "R-FAQ.pdf" in result.output and "52 pages" in result.output
+    result = runner.invoke(main, ["stats", "--store", store])
+    assert "files: 3" in result.output and "pages: 54" in result.output
+    result = runner.invoke(main, ["delete", str(DATA / "R-FAQ.pdf"), "--store", store])
+    assert result.exit_code == 0 and "deleted" in result.output
+    result = runner.invoke(main, ["delete", str(DATA / "R-FAQ.pdf"), "--store", store])
+    assert result.exit_code == 2 and "not in the store" in result.output
+    result = runner.invoke(main, ["reset", "--store", store], input="n\n")
+    assert result.exit_code == 1 and "files: 2" in runner.invoke(main, ["stats", "--store", store]).output
+    result = runner.invoke(main, ["reset", "--store", store, "--yes"])
+    assert result.exit_code == 0 and "files: 0" in runner.invoke(main, ["stats", "--store", store]).output
 
 
 def test_user_errors_are_one_line(runner, tmp_path):
