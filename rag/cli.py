@@ -318,6 +318,28 @@ def stats(ctx: click.Context, store: Path | None) -> None:
         click.echo(f"interrupted: {len(pending)} file(s) half-replaced; `rag ingest` completes them")
 
 
+@main.command()
+@store_option
+@click.pass_context
+@handle_errors
+def doctor(ctx: click.Context, store: Path | None) -> None:
+    """Check the installation: llama.cpp build (CPU features, GPU), models, store health, privacy switches.
+
+    Exit code 0 when nothing failed, 1 otherwise; each problem comes with a one-line fix.
+    """
+    from rag import doctor as doc
+
+    settings = Settings.load(config_file=ctx.obj.get("config"), overrides={"store": store})
+    failed = False
+    for check in doc.run(settings):
+        mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check.status]
+        click.echo(f"[{mark}] {check.name}: {check.detail}")
+        if check.fix:
+            click.echo(f"       fix: {check.fix}")
+        failed |= check.status == "fail"
+    sys.exit(1 if failed else 0)
+
+
 @main.command(name="config")
 @click.pass_context
 @handle_errors
