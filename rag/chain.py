@@ -5,6 +5,7 @@ output: {"question", "standalone", "sources", "grounded", "answer", "cited", "re
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,7 +152,8 @@ class AnswerChain:
 
     def _messages(self, x: dict[str, Any], docs: list[Document]) -> list[BaseMessage]:
         lang = prompts.language_of(x["question"])
-        passages = [(display_label(d.metadata.get("source", "?"), d.metadata.get("page")), d.page_content) for d in docs]
+        # The file name, not the full path: shorter, and the same prompt wherever the folder lives.
+        passages = [(display_label(Path(d.metadata.get("source", "?")).name, d.metadata.get("page")), d.page_content) for d in docs]
         system = prompts.ANSWER_SYSTEM[lang].format(refusal=prompts.REFUSAL[lang])
         user = prompts.ANSWER_USER[lang].format(context=prompts.format_context(passages), question=x["standalone"])
         return [SystemMessage(system), *x["chat_history"][-4:], HumanMessage(user)]

@@ -25,8 +25,8 @@ ANSWER_SYSTEM = {
 }
 
 ANSWER_USER = {
-    "en": "Passages:\n{context}\n\nQuestion: {question}\n\nAnswer briefly, using only the passages, and cite them as [n].",
-    "zh": "资料：\n{context}\n\n问题：{question}\n\n请只根据资料用中文简洁回答，并用 [n] 注明出处。",
+    "en": "Passages:\n{context}\n\nQuestion: {question}\n\nAnswer briefly, using only the passages, and cite the passage numbers like [1].",
+    "zh": "资料：\n{context}\n\n问题：{question}\n\n请只根据资料用中文简洁回答，并在句末用编号注明出处，例如 [1]。",
 }
 
 CONDENSE = {
