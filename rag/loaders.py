@@ -44,15 +44,24 @@ class Loaded:
     warnings: list[str] = field(default_factory=list)
 
 
-def load_file(path: Path | str, *, password: str | None = None) -> Loaded:
-    """Load one file by suffix; raise `LoadError` (never anything else) if it cannot be read."""
+OCR_MODES = ("auto", "always", "never")
+
+
+def load_file(path: Path | str, *, password: str | None = None, ocr: str = "auto") -> Loaded:
+    """Load one file by suffix; raise `LoadError` (never anything else) if it cannot be read.
+
+    `ocr` (PDF only): "auto" reads pages whose text layer is missing or garbage by OCR, "always" every page,
+    "never" none (those pages are then reported in a warning)."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise LoadError(path, f"unsupported file type {suffix}" if suffix else "unsupported file type (no suffix)")
-    loader = _LOADERS[suffix]
+    if ocr not in OCR_MODES:
+        raise ValueError(f"ocr must be one of {OCR_MODES}")
     with _as_load_error(path):
-        return loader(path, password)
+        if suffix == ".pdf":
+            return _load_pdf(path, password, ocr)
+        return _LOADERS[suffix](path, password)
 
 
 def read_text_file(path: Path | str) -> str:
@@ -665,13 +674,13 @@ def _quiet_pypdf() -> Iterator[None]:
         logger.setLevel(previous)
 
 
-def _load_pdf(path: Path | str, password: str | None) -> Loaded:
+def _load_pdf(path: Path | str, password: str | None, ocr: str = "auto") -> Loaded:
     _check_readable(path)
     with _quiet_pypdf():
-        return _read_pdf(path, password)
+        return _read_pdf(path, password, ocr)
 
 
-def _read_pdf(path: Path | str, password: str | None) -> Loaded:
+def _read_pdf(path: Path | str, password: str | None, ocr: str = "auto") -> Loaded:
     from pypdf import PdfReader
     from pypdf.errors import DependencyError
 
@@ -716,7 +725,9 @@ def _read_pdf(path: Path | str, password: str | None) -> Loaded:
             first_failure = first_failure or _describe(exc)
             continue
         text = repair_cjk_spaces(_normalise(raw).translate(_LIGATURES)).strip()
-        if not text:
+        if ocr == "always":
+            empty.append(number)
+        elif not text:
             empty.append(number)
         elif looks_like_garbage(text):
             garbage.append(number)
@@ -724,13 +735,38 @@ def _read_pdf(path: Path | str, password: str | None) -> Loaded:
             documents.append(Document(page_content=text, metadata=_metadata(source, page=number, title=title)))
 
     warns = []
+    ocr_note = "OCR is not done"
+    to_read = sorted(empty + garbage + failed)
+    if ocr != "never" and to_read:
+        from rag import ocr as ocr_engine
+
+        if ocr_engine.available():
+            used_password = password if reader.is_encrypted else None
+            result = ocr_engine.ocr_pdf_pages(path, to_read, password=used_password)
+            warns.extend(result.warnings)
+            for number, text in result.pages.items():
+                text = repair_cjk_spaces(_normalise(text)).strip()
+                if text and not looks_like_garbage(text):
+                    documents.append(Document(page_content=text, metadata={**_metadata(source, page=number, title=title), "ocr": True}))
+            documents.sort(key=lambda d: d.metadata["page"])
+            done = set(result.pages)
+            if done:
+                warns.append(f"{source}: {_plural(len(done), 'page')} read by OCR (pages {_page_list(sorted(done))})")
+            empty = [n for n in empty if n not in done]
+            garbage = [n for n in garbage if n not in done]
+            failed = [n for n in failed if n not in done]
+            ocr_note = "OCR found no text"
+        else:
+            ocr_note = "OCR is not installed: pip install 'rag[ocr]'"
+    if ocr == "always":
+        empty = []
     if failed:
         warns.append(
             f"{source}: text extraction failed on {_plural(len(failed), 'page')} of {page_count} "
             f"(pages {_page_list(failed)}; {_one_line(first_failure, 120)}); skipped"
         )
     if garbage:
-        rest = ", nothing ingested; OCR is not done" if not documents else ""
+        rest = f", nothing ingested; {ocr_note}" if not documents else ""
         warns.append(
             f"{source}: unreadable text layer (font without Unicode map or bad OCR) on "
             f"{_plural(len(garbage), 'page')} of {page_count} (pages {_page_list(garbage)}); dropped{rest}"
@@ -738,12 +774,12 @@ def _read_pdf(path: Path | str, password: str | None) -> Loaded:
     if empty and len(empty) == page_count:
         warns.append(
             f"{source}: no text layer on any of {_plural(page_count, 'page')} (scanned or vector-only PDF); "
-            "OCR is not done, nothing ingested"
+            f"{ocr_note}, nothing ingested"
         )
     elif empty:
         warns.append(
             f"{source}: {_plural(len(empty), 'page')} of {page_count} had no text (pages {_page_list(empty)}; "
-            "blank, scanned or vector-only; OCR is not done)"
+            f"blank, scanned or vector-only; {ocr_note})"
         )
     return Loaded(documents=documents, pages=page_count, warnings=warns)
 

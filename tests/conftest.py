@@ -15,6 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 SHARED = REPO.parent / "shared"
 
+# data/ holds 4 files; the scanned one yields text only when the ocr extra is installed.
+from rag import ocr as _ocr  # noqa: E402
+
+DATA_FILES = 4
+DATA_INGESTED = 4 if _ocr.available() else 3
+DATA_PAGES = 52 + 1 + 1 + (1 if _ocr.available() else 0)
+
 
 @pytest.fixture(scope="session")
 def shared() -> Path:

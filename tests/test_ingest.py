@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from rag.store import StoreError, chunk_id
-from tests.conftest import DATA, rag_with
+from tests.conftest import DATA, DATA_INGESTED, DATA_PAGES, rag_with
 
 
 @pytest.fixture
@@ -27,13 +27,13 @@ def ids_of(rag, source):
 
 def test_ingest_folder_then_nothing_changes_on_rerun(rag, folder):
     first = rag.ingest(folder)
-    assert len(first.ingested) == 3 and not first.failed
-    assert first.pages == 52 + 1 + 1
+    assert len(first.ingested) == DATA_INGESTED and not first.failed
+    assert first.pages == DATA_PAGES
     assert first.chunks == rag.store.count() > 100
     pdf_pages = {m["page"] for m in rag.store.collection.get(where={"source": str(folder / "R-FAQ.pdf")}, include=["metadatas"])["metadatas"]}
     assert pdf_pages == set(range(1, 53))  # every page has text, and keeps its number
     second = rag.ingest(folder)
-    assert len(second.unchanged) == 3 and not second.ingested
+    assert len(second.unchanged) == DATA_INGESTED and not second.ingested
     assert rag.store.count() == first.chunks  # no duplicates
 
 
@@ -75,7 +75,7 @@ def test_bad_and_missing_paths_do_not_stop_the_run(rag, folder, tmp_path):
     (folder / "broken.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
     (folder / "empty.txt").write_bytes(b"")
     rep = rag.ingest(folder, tmp_path / "nope")
-    assert len(rep.ingested) == 3
+    assert len(rep.ingested) == DATA_INGESTED
     assert any("broken.pdf" in f for f in rep.failed)
     assert any("nope" in f and "no such file" in f for f in rep.failed)
     assert str(folder / "empty.txt") in rep.skipped
