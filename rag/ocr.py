@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Bounds that keep a hostile or huge PDF from taking gigabytes or hours (the 35000x35000 px JBIG2 "bomb").
-MAX_IMAGE_PIXELS = 60_000_000  # an embedded image larger than this is not decoded at all
+MAX_IMAGE_PIXELS = 100_000_000  # an embedded image larger than this is not decoded at all
 MAX_RENDER_PIXELS = 36_000_000  # a page is rendered at most this large (scale reduced to fit)
 TILE_HEIGHT = 2400  # pages are rendered and read in horizontal strips of this many pixels
 DEFAULT_DPI = 200.0  # for pages whose images do not say (vector drawings)
