@@ -355,5 +355,16 @@ def _check_store(rag: Any) -> None:
         raise ConfigError(f"{rag.settings.store}: the store is empty; run `rag ingest PATH` first")
 
 
+def _register_groups() -> None:
+    # Both modules import only click at the top, so `rag --help` stays fast.
+    from rag.eval_cli import eval_group
+    from rag.models_cli import models_group
+
+    main.add_command(eval_group, name="eval")
+    main.add_command(models_group, name="models")
+
+
+_register_groups()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

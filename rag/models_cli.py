@@ -1,0 +1,361 @@
+"""`rag models`: see, download and choose chat models (a thin click shell over rag/gguf_info.py and rag/hub.py).
+
+    rag models list [--json] [--n-ctx N]          packaged models and the GGUF files of the models folder
+    rag models pull REPO FILE [--revision R]      download a GGUF from the Hugging Face hub (the only command
+                                                  that goes online), resumable, sha256-checked
+    rag models use NAME [--force]                 make it the default: writes `model = "..."` to rag.toml
+
+Only click and the standard library are imported here; everything else is imported when a command runs, so
+`rag --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXIT_USER_ERROR = 2
+
+
+def _handle_errors(fn: Callable) -> Callable:
+    """User mistakes (a bad model, config or download): one line on stderr, exit 2. Ctrl-C: exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from rag.config import ConfigError
+        from rag.models import ModelError
+
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            sys.exit(130)
+        except (ConfigError, ModelError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+
+    return wrapper
+
+
+def _settings(ctx: click.Context, **overrides: Any):
+    """Settings as `rag` builds them: defaults < rag.toml (or --config) < RAG_* < these flags."""
+    from rag.config import Settings
+
+    return Settings.load(config_file=ctx.obj.get("config") if ctx.obj else None, overrides=overrides)
+
+
+def _models_dir(settings: Any, flag: Path | None) -> Path:
+    """--models-dir, else the `models_dir` setting, else <cache_dir>/models (where the packaged model is joined)."""
+    if flag:
+        return Path(flag).expanduser()
+    configured = getattr(settings, "models_dir", None)  # the setting may not exist in older rag/config.py
+    return Path(configured).expanduser() if configured else Path(settings.cache_dir).expanduser() / "models"
+
+
+def _models_dir_option(fn: Callable) -> Callable:
+    return click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Folder of downloaded GGUF models (setting models_dir; default <cache_dir>/models).")(fn)
+
+
+def _n_ctx_option(fn: Callable) -> Callable:
+    return click.option("--n-ctx", type=click.IntRange(256), default=None,
+                        help="Context window the memory is estimated for (default: the n_ctx setting, 4096).")(fn)
+
+
+@click.group(name="models", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def models_group() -> None:
+    """See, download and choose chat models (GGUF files run by llama.cpp).
+
+    \b
+      rag models list                              what is here: size, architecture, context, memory
+      rag models pull TheBloke/Llama-2-13B-chat-GGUF llama-2-13b-chat.Q4_K_M.gguf
+      rag models use llama-2-13b-chat.Q4_K_M.gguf  make it the default (writes rag.toml)
+
+    Only `pull` uses the network (the Hugging Face hub, or $HF_ENDPOINT).
+    """
+
+
+# --- list -------------------------------------------------------------------------------------------------
+
+@models_group.command(name="list", short_help="Packaged models and the models folder: size, context, memory.")
+@_models_dir_option
+@_n_ctx_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.pass_context
+@_handle_errors
+def list_(ctx: click.Context, models_dir: Path | None, n_ctx: int | None, as_json: bool) -> None:
+    """List the packaged models and the GGUF files in the models folder.
+
+    For each: file size, architecture, parameters, quantization, trained context, whether it has a chat
+    template, and the memory it needs at the configured context (weights + KV cache + compute buffer).
+    The default model is marked with *. Nothing is loaded: only the files' headers are read.
+    """
+    from rag.gguf_info import available_memory
+
+    settings = _settings(ctx, n_ctx=n_ctx)
+    folder = _models_dir(settings, models_dir)
+    rows = collect_models(settings, folder)
+    available = available_memory()
+    n = settings.n_ctx
+    if as_json:
+        models = []
+        for row in rows:
+            entry = row["info"].to_dict(n) if row["info"] is not None else {}
+            entry = {"name": row["name"], "source": row["source"], "default": row["default"], "error": row["error"], **entry}
+            models.append(entry)
+        click.echo(json.dumps({"models_dir": str(folder), "n_ctx": n, "available_memory": available,
+                               "default": settings.model, "models": models}, ensure_ascii=False, indent=2))
+        return
+    click.echo(_table(rows, n, available))
+    mem = f"; {_human_bytes(available)} of memory available now" if available else ""
+    click.echo(f"\nmodels folder: {folder}\nmemory estimated at n_ctx {n} (weights + KV cache + compute){mem}")
+    if available and any(r["info"] is not None and r["info"].memory_bytes(n) > available for r in rows):
+        click.echo("! needs more memory than is available now")
+
+
+def collect_models(settings: Any, folder: Path) -> list[dict[str, Any]]:
+    """Rows of `rag models list`: packaged models first, then the models folder, then the configured model when
+    it lives elsewhere. Each: name, source, default, info (ModelInfo or None) and error (str or None)."""
+    from rag.gguf_info import is_later_shard, packaged_info, read_gguf
+    from rag.models import PACKAGED_CHAT_MODELS, ModelError, SplitGGUF
+
+    rows: list[dict[str, Any]] = []
+    seen: set[Path] = set()
+    cache_models = Path(settings.cache_dir).expanduser() / "models"
+    configured = settings.model
+
+    def add(name: str, source: str, default: bool, load: Callable[[], Any]) -> None:
+        try:
+            info, error = load(), None
+        except ModelError as exc:
+            info, error = None, str(exc)
+        rows.append({"name": name, "source": source, "default": default, "info": info, "error": error})
+
+    for name, model in PACKAGED_CHAT_MODELS.items():
+        if isinstance(model, SplitGGUF):
+            joined = cache_models / model.file_name
+            seen.add(joined.resolve())
+            source = "packaged, joined" if joined.is_file() else f"packaged, {model.parts} parts (joined on first use)"
+        else:
+            source = f"packaged ({model.pip_name.split('==')[0]})"
+        add(name, source, configured == name, functools.partial(packaged_info, name, settings.cache_dir))
+
+    configured_path = None if configured in PACKAGED_CHAT_MODELS else Path(configured).expanduser().resolve()
+    entries = sorted(folder.iterdir(), key=lambda p: p.name.lower()) if folder.is_dir() else []
+    for path in entries:
+        if path.name.startswith(".") or path.resolve() in seen:
+            continue
+        is_model = path.suffix == ".gguf" or path.suffix in (".bin", ".safetensors") or (
+            path.is_dir() and (any(path.glob("*.safetensors")) or (path / "config.json").is_file()))
+        if not is_model or is_later_shard(path):
+            continue
+        seen.add(path.resolve())
+        add(path.name, "models folder", configured_path == path.resolve(), functools.partial(read_gguf, path))
+    if configured_path is not None and configured_path not in seen:
+        add(configured, "setting `model`", True, functools.partial(read_gguf, configured_path))
+    return rows
+
+
+def _table(rows: list[dict[str, Any]], n_ctx: int, available: int | None) -> str:
+    header = ["", "NAME", "SIZE", "ARCH", "PARAMS", "QUANT", "CONTEXT", "CHAT", f"MEMORY@{n_ctx}", "SOURCE"]
+    body, notes = [], []
+    for row in rows:
+        info = row["info"]
+        mark = "*" if row["default"] else ""
+        if info is None:
+            body.append([mark, row["name"], "-", "-", "-", "-", "-", "-", "-", row["source"]])
+            notes.append(f"  {row['name']}: {row['error']}")
+            continue
+        need = info.memory_bytes(n_ctx)
+        body.append([
+            mark, row["name"], _human_bytes(info.file_size), info.architecture or "?", info.params_label,
+            info.file_type or "?", f"{info.context_length:,}" if info.context_length else "?",
+            "yes" if info.chat_template else "no (base)",
+            _human_bytes(need) + ("!" if available and need > available else ""), row["source"],
+        ])
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+    right = {2, 4, 6, 8}
+    lines = ["  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in [header, *body]]
+    return "\n".join(lines + (["", "problems:", *notes] if notes else []))
+
+
+def _human_bytes(n: int | None) -> str:
+    from rag.gguf_info import human_bytes
+
+    return human_bytes(n) if n is not None else "?"
+
+
+# --- pull -------------------------------------------------------------------------------------------------
+
+@models_group.command(short_help="Download a GGUF from the Hugging Face hub (resumable, sha256-checked).")
+@click.argument("repo")
+@click.argument("filename")
+@click.option("--revision", default=None, help="Branch, tag or commit of the repository (default main).")
+@_models_dir_option
+@_n_ctx_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+@_handle_errors
+def pull(ctx: click.Context, repo: str, filename: str, revision: str | None, models_dir: Path | None,
+         n_ctx: int | None, quiet: bool) -> None:
+    """Download FILENAME of the Hugging Face hub repository REPO into the models folder.
+
+    \b
+      rag models pull TheBloke/Llama-2-13B-chat-GGUF llama-2-13b-chat.Q4_K_M.gguf
+
+    An interrupted download continues where it stopped when the same command is run again. The finished file
+    is checked against the sha256 the hub publishes, and only then takes its name in the models folder. This
+    is the only command that uses the network: $HF_ENDPOINT (default https://huggingface.co), with $HF_TOKEN
+    for gated or private repositories; HF_HUB_OFFLINE=1 in your environment forbids it.
+    """
+    from rag import hub
+    from rag.gguf_info import human_bytes, memory_problem, quality_warnings, read_gguf
+    from rag.models import ModelError
+
+    settings = _settings(ctx, n_ctx=n_ctx)
+    folder = _models_dir(settings, models_dir)
+    if not quiet:
+        click.echo(f"{repo}/{filename}: from {hub.endpoint()} into {folder}", err=True)
+    verify = None if quiet else (lambda: click.echo("checking sha256…", err=True))
+    try:
+        result = hub.pull(repo, filename, folder, revision=revision, progress=not quiet, on_verify=verify)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: run the same command again to resume the download", err=True)
+        sys.exit(130)
+    how = "already there, unchanged" if result.already_present else (
+        f"resumed at {human_bytes(result.resumed_from)}" if result.resumed_from else "downloaded")
+    check = f"sha256 {result.sha256[:16]}… verified" if result.sha256 else "git sha1 verified"
+    click.echo(f"{result.path} ({human_bytes(result.size)}): {how}, {check}")
+    try:
+        info = read_gguf(result.path)
+    except ModelError as exc:
+        click.echo(f"warning: {exc}", err=True)
+        return
+    click.echo(f"{info.architecture}, {info.params_label} parameters, {info.file_type}, trained context "
+               f"{info.context_length}, chat template: {'yes' if info.chat_template else 'no'}")
+    for line in ([memory_problem(info, settings.n_ctx)] + quality_warnings(info, settings.n_ctx, result.path.name)):
+        if line:
+            click.echo(f"warning: {line}", err=True)
+    click.echo(f"make it the default: rag models use {result.path.name}")
+
+
+# --- use --------------------------------------------------------------------------------------------------
+
+@models_group.command(short_help="Make a model the default (writes model = \"...\" to rag.toml).")
+@click.argument("name")
+@_models_dir_option
+@_n_ctx_option
+@click.option("--force", is_flag=True, help="Accept a model larger than the memory available now.")
+@click.pass_context
+@_handle_errors
+def use(ctx: click.Context, name: str, models_dir: Path | None, n_ctx: int | None, force: bool) -> None:
+    """Make NAME the default chat model: a packaged name, a file in the models folder, or a path.
+
+    Writes `model = "..."` into the settings file (--config, $RAG_CONFIG or ./rag.toml, created if missing),
+    keeping its other settings. The model is checked first: GGML files, GPTQ/safetensors folders and (unless
+    --force) models larger than the available memory are refused.
+    """
+    from rag.config import CONFIG_FILE_NAME
+    from rag.gguf_info import check_model, packaged_info, read_gguf
+    from rag.models import PACKAGED_CHAT_MODELS, ModelError
+
+    settings = _settings(ctx, n_ctx=n_ctx)
+    folder = _models_dir(settings, models_dir)
+    if name in PACKAGED_CHAT_MODELS:
+        info = packaged_info(name, settings.cache_dir)
+        value, label = name, Path(info.path).name
+    else:
+        candidates = [Path(name).expanduser(), folder / name, folder / f"{name}.gguf"]
+        path = next((c for c in candidates if c.exists()), None)
+        if path is None:
+            known = ", ".join(PACKAGED_CHAT_MODELS)
+            raise ModelError(f"{name}: not a packaged model ({known}), nor a file in {folder}, nor a path")
+        path = path.resolve()
+        info = read_gguf(path)
+        value, label = str(path), path.name
+    warnings = check_model(Path(label), settings.n_ctx, force=force, info=info)
+
+    config = ctx.obj.get("config") if ctx.obj else None
+    # Where Settings.load reads it from (rag/config.py): --config, else $RAG_CONFIG, else ./rag.toml.
+    target = Path(config) if config else Path(os.environ.get("RAG_CONFIG") or CONFIG_FILE_NAME)
+    set_config_value(target, "model", value)
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
+    click.echo(f"default model: {value} (written to {target})")
+    if os.environ.get("RAG_MODEL"):
+        click.echo(f"note: RAG_MODEL={os.environ['RAG_MODEL']} is set and takes precedence over {target.name}", err=True)
+
+
+def set_config_value(path: Path, key: str, value: str) -> None:
+    """Set `key = "value"` in a TOML settings file, keeping everything else in it (comments and order too).
+
+    The line of the key is replaced, or a line is added to the top-level keys (or to the [rag] table when the
+    file uses one, as rag/config.py accepts both). The result is parsed back and compared with the original
+    plus the one change before it replaces the file (atomically), so a file this cannot edit safely is left
+    as it was, with an error."""
+    import tomllib
+
+    from rag.config import ConfigError
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        data = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+    lines = text.splitlines(keepends=True)
+    is_header = re.compile(r"^\s*\[")
+    if isinstance(data.get("rag"), dict):
+        at = next(i for i, line in enumerate(lines) if re.match(r"^\s*\[\s*rag\s*\]\s*(#.*)?$", line))
+        start = at + 1
+        expected = {**data, "rag": {**data["rag"], key: value}}
+    else:
+        start = 0
+        expected = {**data, key: value}
+    end = next((i for i in range(start, len(lines)) if is_header.match(lines[i])), len(lines))
+    new_line = f"{key} = {json.dumps(value, ensure_ascii=False)}\n"
+    key_line = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
+    for i in range(start, end):
+        if key_line.match(lines[i]):
+            lines[i] = new_line
+            break
+    else:
+        insert = start
+        for i in range(start, end):
+            if lines[i].strip() and not lines[i].lstrip().startswith("#"):
+                insert = i + 1
+        if insert and not lines[insert - 1].endswith("\n"):
+            lines[insert - 1] += "\n"
+        lines.insert(insert, new_line)
+    new_text = "".join(lines)
+    try:
+        ok = tomllib.loads(new_text) == expected
+    except tomllib.TOMLDecodeError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{path}: could not update it safely; set {new_line.strip()} in it by hand")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(new_text)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
