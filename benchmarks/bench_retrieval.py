@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rag import RAG
 from rag.config import Settings
-from rag.evaluate import load_retrieval_set, prepare_store, run_queries
+from rag.evaluate import CHUNKS, load_retrieval_set, prepare_store, run_queries
 
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "corpus" / "dev"
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--stores", default=None, help="folder for the stores (kept; default: temporary)")
     ap.add_argument("--modes", default="bm25,dense,hybrid")
     ap.add_argument("--limit-queries", type=int, default=None)
-    ap.add_argument("--k", type=int, default=100, help="chunks asked of the retriever per query (default 100)")
+    ap.add_argument("--k", type=int, default=CHUNKS, help=f"chunks asked of the retriever per query (default {CHUNKS})")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, python {platform.python_version()}")
 

@@ -103,8 +103,9 @@ def eval_group() -> None:
 @click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Store folder to build or reuse (default: a temporary one). Re-runs only re-ingest what changed.")
 @click.option("--limit-queries", type=click.IntRange(1), default=None, help="Evaluate only the first N queries.")
-@click.option("--k", "k", type=click.IntRange(1), default=100, show_default=True,
-              help="Chunks asked of the retriever per query (rolled up to at most 100 documents).")
+@click.option("--k", "k", type=click.IntRange(1), default=300, show_default=True,
+              help="Chunks asked of the retriever per query, rolled up to at most 100 documents (a document ranks "
+                   "at its best chunk).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--per-query", is_flag=True, help="With --json: include every query's scores.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")

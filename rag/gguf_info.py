@@ -30,7 +30,8 @@ GPU_QUANT_METHODS = {"gptq", "awq", "exl2", "exllama", "exllamav2", "marlin", "b
 # llama.cpp's defaults when run by rag/llm.py (n_batch=512, KV cache in f16, no flash attention).
 N_BATCH = 512
 KV_BYTES = 2  # f16
-# The process itself (Python, llama.cpp, the tokenizer) before any model tensor: measured at ~150 MiB.
+# An allowance for the rest: the process itself (Python and the llama.cpp library: ~45 MB before any model, in
+# benchmarks/bench_models.py) and llama.cpp's smaller allocations (output buffer, vocabulary, graph).
 RUNTIME_OVERHEAD = 150 * 2**20
 
 
