@@ -102,7 +102,8 @@ class RAG:
         flat: list[str | Path] = []
         for p in paths:
             flat.extend([p] if isinstance(p, (str, Path)) else p)
-        ingestor = Ingestor(self.store, self.embeddings, self.splitter, self.fingerprint, self.settings.password)
+        ingestor = Ingestor(self.store, self.embeddings, self.splitter, self.fingerprint, self.settings.password,
+                            ocr=self.settings.ocr)
         return ingestor.run(flat, prune=prune, progress=progress)
 
     def files(self):

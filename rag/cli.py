@@ -98,19 +98,21 @@ def main(ctx: click.Context, config: Path | None) -> None:
 @store_option
 @click.option("--prune", is_flag=True, help="Also remove files that were ingested before but are gone from disk.")
 @click.option("--password", default=None, help="Password for encrypted PDFs.")
+@click.option("--ocr", type=click.Choice(["auto", "always", "never"]), default=None,
+              help="OCR PDF pages: auto (default: pages without a usable text layer), always, never.")
 @click.option("--chunk-size", type=click.IntRange(16), default=None, help="Chunk length in embedding tokens (default 200, at most 254).")
 @click.option("--chunk-overlap", type=click.IntRange(0), default=None, help="Overlap between chunks in tokens (default 30).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 @handle_errors
 def ingest(ctx: click.Context, paths: tuple[Path, ...], store: Path | None, prune: bool, password: str | None,
-           chunk_size: int | None, chunk_overlap: int | None, quiet: bool) -> None:
+           ocr: str | None, chunk_size: int | None, chunk_overlap: int | None, quiet: bool) -> None:
     """Index files and folders (recursively) into the store.
 
     Unchanged files are skipped, changed files are replaced, and a file that cannot be read is reported
     and skipped without stopping the run. Exit code 0 when every file went in, 3 when some failed.
     """
-    rag = make_rag(ctx, store=store, password=password, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    rag = make_rag(ctx, store=store, password=password, ocr=ocr, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     bar = _IngestProgress(enabled=not quiet)
     try:
         report = rag.ingest(*paths, prune=prune, progress=bar)

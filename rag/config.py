@@ -58,6 +58,7 @@ class Settings(BaseModel):
     retrieval: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="hybrid (BM25 fused with dense vectors), dense or bm25.")
     min_score: float = Field(0.15, description="Below this relevance (cosine similarity) a chunk is not used as context.")
     password: str | None = Field(None, description="Password for encrypted PDFs.")
+    ocr: Literal["auto", "always", "never"] = Field("auto", description="OCR of PDF pages: auto (pages without a usable text layer), always, never.")
 
     @classmethod
     def load(

@@ -33,6 +33,7 @@ def test_help_of_every_command(runner):
         assert "--store" in result.output, cmd
     assert "--json" in runner.invoke(main, ["ask", "--help"]).output
     assert "--prune" in runner.invoke(main, ["ingest", "--help"]).output
+    assert "--ocr" in runner.invoke(main, ["ingest", "--help"]).output
     result = runner.invoke(main, ["config"])
     assert result.exit_code == 0 and "chunk_size = 200" in result.output and "RAG_STORE" in result.output
 
