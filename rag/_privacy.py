@@ -18,9 +18,19 @@ OFF_SWITCHES: dict[str, str] = {
 }
 
 
+_USER_VALUES: dict[str, str | None] = {}
+
+
 def apply() -> None:
-    """Force the off switches into this process's environment."""
+    """Force the off switches into this process's environment, remembering what the user had set."""
+    for key in OFF_SWITCHES:
+        _USER_VALUES.setdefault(key, os.environ.get(key))  # the first call sees the user's environment
     os.environ.update(OFF_SWITCHES)
+
+
+def user_value(key: str) -> str | None:
+    """What `key` was in the environment before `apply()` overwrote it (None: unset)."""
+    return _USER_VALUES.get(key)
 
 
 def report() -> dict[str, str | None]:

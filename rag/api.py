@@ -63,10 +63,19 @@ class RAG:
         return chat_model_path(self.settings.model, self.settings.cache_dir)
 
     @cached_property
+    def model_warnings(self) -> list[str]:
+        """ModelError for a model too large for the memory (unless memory_check is off); warnings for a base
+        model or an n_ctx beyond the trained context."""
+        from rag.gguf_info import check_model
+
+        return check_model(self.model_path, self.settings.n_ctx, force=not self.settings.memory_check)
+
+    @cached_property
     def llm(self):
         """The LangChain chat model (loads llama.cpp and the GGUF)."""
         from rag.llm import load_chat_model
 
+        self.model_warnings  # refuse before llama.cpp tries
         return load_chat_model(self.model_path, self.settings)
 
     @cached_property

@@ -61,6 +61,9 @@ def model_options(fn: Callable) -> Callable:
         click.option("--n-ctx", type=click.IntRange(256), default=None, help="Model context window in tokens (default 4096)."),
         click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest answer in tokens (default 512)."),
         click.option("--threads", "n_threads", type=click.IntRange(1), default=None, help="llama.cpp threads (default: physical cores)."),
+        click.option("--n-gpu-layers", type=click.IntRange(-1), default=None, help="Layers to offload to a GPU (needs a GPU build; -1: all)."),
+        click.option("--force", "memory_check", flag_value=False, default=None,
+                     help="Load the chat model even if it needs more memory than is available."),
     ]):
         fn = opt(fn)
     return fn
@@ -213,6 +216,8 @@ def ask(ctx: click.Context, question: str, store: Path | None, source_glob: str 
     """
     rag = make_rag(ctx, store=store, **flags)
     _check_store(rag)
+    for line in rag.model_warnings:
+        click.echo(f"warning: {line}", err=True)
     if source_glob:
         rag.retriever.source_glob = source_glob
     _answer(rag, question, as_json, show_context)
@@ -231,6 +236,8 @@ def chat(ctx: click.Context, store: Path | None, show_context: bool, **flags: An
     """
     rag = make_rag(ctx, store=store, **flags)
     _check_store(rag)
+    for line in rag.model_warnings:
+        click.echo(f"warning: {line}", err=True)
     session = rag.chat()
     click.echo("Ask about your documents (/reset forgets the conversation, /quit ends).", err=True)
     while True:

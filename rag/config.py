@@ -42,6 +42,8 @@ class Settings(BaseModel):
     embedding_model: str = Field("all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' (packaged) or a sentence-transformers model folder.")
     embedding_batch_size: int = Field(32, ge=1, description="Chunks per embedding batch.")
     model: str = Field("qwen2.5-coder-1.5b", description="Chat model: 'qwen2.5-coder-1.5b' (packaged default), 'smollm2-135m' (packaged, tiny) or a GGUF path.")
+    models_dir: Path | None = Field(None, description="Folder of downloaded GGUF chat models (rag models pull/list/use); default <cache_dir>/models.")
+    memory_check: bool = Field(True, description="Refuse a chat model whose estimated memory (weights + KV cache + compute) exceeds the available memory; --force turns it off.")
     n_ctx: int = Field(4096, ge=256, description="Context window of the chat model, in tokens.")
     n_threads: int | None = Field(None, description="llama.cpp threads (default: the number of physical cores).")
     n_gpu_layers: int = Field(0, description="Layers to offload to a GPU (needs a GPU build of llama-cpp-python).")

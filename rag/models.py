@@ -94,22 +94,16 @@ def chat_model_path(name: str, cache_dir: Path, progress: Callable[[int, int], N
         return pkg / model.file_name
     if isinstance(model, SplitGGUF):
         return join_split_gguf(model, cache_dir, progress)
+    from rag.gguf_info import check_format
+
     path = Path(name).expanduser()
+    if path.is_dir():
+        check_format(path)  # GPTQ / safetensors folder: says it is for GPU runtimes and where GGUFs are
     if not path.is_file():
         known = ", ".join(PACKAGED_CHAT_MODELS)
         raise ModelError(f"{name}: no such model file (give a .gguf path, or one of: {known})")
-    _check_gguf_magic(path)
+    check_format(path)  # GGML files (with where to find GGUF versions), safetensors/PyTorch files
     return path
-
-
-def _check_gguf_magic(path: Path) -> None:
-    with path.open("rb") as fh:
-        magic = fh.read(4)
-    if magic == b"GGUF":
-        return
-    if magic in (b"tjgg", b"lmgg", b"fmgg", b"ggjt", b"ggml", b"ggmf"):
-        raise ModelError(f"{path}: an old GGML file; llama.cpp now reads only GGUF (look for a -GGUF repository of the model)")
-    raise ModelError(f"{path}: not a GGUF model file")
 
 
 def split_part_paths(model: SplitGGUF) -> list[Path]:

@@ -261,3 +261,62 @@ def test_two_ingests_at_once_never_interleave(kill_folder, clean_counts, embeddi
         rag.ingest(kill_folder)
     assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-2000:]
     assert_consistent(rag, clean_counts)
+
+
+# --- a reader process that dies -----------------------------------------------------------------------------
+def reader_children() -> list[int]:
+    """Pids of this process's reader children."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"reader_main" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_a_file_that_kills_the_reader_fails_alone_and_the_run_goes_on(embeddings, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name in ("a.md", "c.md", "d.md"):
+        (folder / name).write_text(f"# {name}\n\nThe file {name} says hello.\n", encoding="utf-8")
+    # A FIFO with a text suffix: reading it blocks forever, like a parser stuck on a hostile file; the test
+    # then SIGKILLs the reader, as the OOM killer would.
+    os.mkfifo(folder / "b.txt")
+    rag = rag_with(tmp_path / "store", embeddings)
+    result: dict = {}
+    import threading
+
+    worker = threading.Thread(target=lambda: result.update(report=rag.ingest(folder)))
+    worker.start()
+    deadline = time.monotonic() + 300
+    killed = False
+    try:
+        while time.monotonic() < deadline and worker.is_alive() and not killed:
+            for pid in reader_children():
+                try:
+                    stuck = Path(f"/proc/{pid}/wchan").read_text() == "wait_for_partner"  # blocked opening the FIFO
+                except OSError:
+                    stuck = False
+                if stuck:
+                    os.kill(pid, signal.SIGKILL)
+                    killed = True
+            time.sleep(0.05)
+        worker.join(timeout=300)
+    finally:
+        try:  # whatever happened, never leave a reader blocked on the FIFO
+            os.close(os.open(folder / "b.txt", os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    assert killed and not worker.is_alive()
+    report = result["report"]
+    assert report.ingested == [str(folder / n) for n in ("a.md", "c.md", "d.md")]
+    assert len(report.failed) == 1
+    assert report.failed[0].startswith(f"{folder / 'b.txt'}: reading it crashed the reader process (killed by signal SIGKILL")
+    assert reader_children() == []
