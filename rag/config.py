@@ -50,6 +50,10 @@ class Settings(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0: always the most likely token, for answers that stick to the passages and repeat).")
     max_tokens: int = Field(512, ge=1, description="Longest answer, in tokens.")
     seed: int = Field(42, description="Sampling seed, so that answers repeat.")
+    llm_url: str | None = Field(None, description="Base URL of an OpenAI-compatible chat server (llama.cpp server, vLLM, Ollama), e.g. http://127.0.0.1:8080/v1; when set, no local model is loaded and `model` is the name sent to it.")
+    llm_api_key: str | None = Field(None, description="API key for llm_url, if the server wants one.")
+    embedding_url: str | None = Field(None, description="Base URL of an OpenAI-compatible embeddings endpoint, instead of the local embedding model.")
+    embedding_api_key: str | None = Field(None, description="API key for embedding_url, if the server wants one.")
 
     # --- splitting ---
     chunk_size: int = Field(200, ge=16, description="Chunk length in embedding-model tokens (MiniLM reads at most 256).")
@@ -60,7 +64,13 @@ class Settings(BaseModel):
     retrieval: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="hybrid (BM25 fused with dense vectors), dense or bm25.")
     min_score: float = Field(0.15, description="Below this relevance (cosine similarity) a chunk is not used as context.")
     password: str | None = Field(None, description="Password for encrypted PDFs.")
+    mmr: bool = Field(False, description="Diversify the retrieved chunks with maximal marginal relevance.")
     ocr: Literal["auto", "always", "never"] = Field("auto", description="OCR of PDF pages: auto (pages without a usable text layer), always, never.")
+
+    # --- serving ---
+    api_key: str | None = Field(None, description="rag serve: when set, every endpoint but /health needs it (Authorization: Bearer KEY).")
+    upload_dir: Path | None = Field(None, description="rag serve: where uploaded files are written (default <store>/uploads); nothing is written outside it.")
+    max_upload_mb: int = Field(50, ge=1, description="rag serve: largest accepted upload, in MB.")
 
     @classmethod
     def load(
@@ -108,8 +118,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    # Accept both a flat file and one with a [rag] table.
-    return dict(data.get("rag", data))
+    # Accept both a flat file and one with a [rag] table; a [store] table may name the Chroma server.
+    data = dict(data.get("rag", data))
+    table = data.pop("store", None)
+    if isinstance(table, dict):
+        renames = {"path": "store", "host": "chroma_host", "port": "chroma_port", "collection": "collection"}
+        unknown = set(table) - set(renames)
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) in [store]: {', '.join(sorted(unknown))} (known: {', '.join(renames)})")
+        data.update({renames[k]: v for k, v in table.items()})
+    elif table is not None:
+        data["store"] = table
+    return data
 
 
 def _parse_chroma_url(url: str) -> dict[str, Any]:

@@ -51,3 +51,13 @@ def test_missing_config_file(tmp_path):
 def test_every_setting_is_documented():
     for name, _value, description in Settings().describe():
         assert description, name
+
+
+def test_store_table_names_a_chroma_server(tmp_path):
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text('[store]\npath = "manifest-here"\nhost = "10.0.0.5"\nport = 8123\n')
+    s = Settings.load(config_file=cfg, env={})
+    assert (s.store, s.chroma_host, s.chroma_port) == (Path("manifest-here"), "10.0.0.5", 8123)
+    cfg.write_text('[store]\nhots = "typo"\n')
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) in \[store\]: hots"):
+        Settings.load(config_file=cfg, env={})
