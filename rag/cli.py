@@ -61,6 +61,7 @@ def model_options(fn: Callable) -> Callable:
         click.option("--n-ctx", type=click.IntRange(256), default=None, help="Model context window in tokens (default 4096)."),
         click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest answer in tokens (default 512)."),
         click.option("--threads", "n_threads", type=click.IntRange(1), default=None, help="llama.cpp threads (default: physical cores)."),
+        click.option("--batch-size", "n_batch", type=click.IntRange(1), default=None, help="Prompt tokens llama.cpp processes per step (default 512)."),
         click.option("--n-gpu-layers", type=click.IntRange(-1), default=None, help="Layers to offload to a GPU (needs a GPU build; -1: all)."),
         click.option("--force", "memory_check", flag_value=False, default=None,
                      help="Load the chat model even if it needs more memory than is available."),

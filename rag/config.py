@@ -46,6 +46,7 @@ class Settings(BaseModel):
     memory_check: bool = Field(True, description="Refuse a chat model whose estimated memory (weights + KV cache + compute) exceeds the available memory; --force turns it off.")
     n_ctx: int = Field(4096, ge=256, description="Context window of the chat model, in tokens.")
     n_threads: int | None = Field(None, description="llama.cpp threads (default: the number of physical cores).")
+    n_batch: int = Field(512, ge=1, description="Prompt tokens llama.cpp processes per step (larger: faster prompts, more memory).")
     n_gpu_layers: int = Field(0, description="Layers to offload to a GPU (needs a GPU build of llama-cpp-python).")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0: always the most likely token, for answers that stick to the passages and repeat).")
     max_tokens: int = Field(512, ge=1, description="Longest answer, in tokens.")

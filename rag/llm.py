@@ -46,7 +46,7 @@ def load_chat_model(model_path: Path, settings: Settings) -> BaseChatModel:
             model_path=str(model_path),
             n_ctx=settings.n_ctx,
             n_threads=settings.n_threads or physical_cores(),
-            n_batch=512,  # ChatLlamaCpp's default of 8 makes prompt processing several times slower
+            n_batch=settings.n_batch,  # ChatLlamaCpp's default of 8 makes prompt processing several times slower
             n_gpu_layers=settings.n_gpu_layers,
             # ChatLlamaCpp passes 10000 by default, overriding the GGUF's own RoPE settings (Qwen2.5 uses
             # 1e6); 0 makes llama.cpp read them from the model file.

@@ -100,3 +100,24 @@ def test_installed_entry_point_in_a_subprocess(small_rag, tmp_path):
     assert "Traceback" not in out.stderr and "DeprecationWarning" not in out.stderr
     out = subprocess.run([sys.executable, "-m", "rag", "--version"], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.startswith("rag ")
+
+
+def test_hardware_flags_reach_llama_cpp(runner, small_rag, monkeypatch):
+    """--threads, --batch-size, --n-ctx and --n-gpu-layers end up in the loaded llama.cpp model."""
+    import rag.api
+
+    built = []
+    real_init = rag.api.RAG.__init__
+
+    def record(self, *a, **kw):  # keep the real RAG; only remember it, to look at its loaded model afterwards
+        real_init(self, *a, **kw)
+        built.append(self)
+
+    monkeypatch.setattr(rag.api.RAG, "__init__", record)
+    result = runner.invoke(main, ["ask", "What is CRAN?", "--store", str(small_rag.settings.store), "--model", "smollm2-135m",
+                                  "--max-tokens", "8", "--threads", "1", "--batch-size", "64", "--n-ctx", "1024",
+                                  "--n-gpu-layers", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    llama = built[-1].llm.client
+    assert (llama.n_batch, llama.n_ctx(), llama.context_params.n_threads) == (64, 1024, 1)
+    assert json.loads(result.stdout)["answer"]
