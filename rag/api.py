@@ -33,22 +33,40 @@ class RAG:
 
     @cached_property
     def embeddings(self):
-        """The LangChain `Embeddings` (loads torch and the model)."""
+        """The LangChain `Embeddings`: the local model (loads torch), or the endpoint at `embedding_url`."""
+        s = self.settings
+        if s.embedding_url:
+            from rag.embeddings import RemoteEmbeddings
+
+            return RemoteEmbeddings(s.embedding_url, s.embedding_model, s.embedding_api_key, s.embedding_batch_size)
         from rag.embeddings import LocalEmbeddings
 
-        return LocalEmbeddings(self.embedding_model_dir, self.settings.embedding_model, self.settings.embedding_batch_size)
+        return LocalEmbeddings(self.embedding_model_dir, s.embedding_model, s.embedding_batch_size)
+
+    @property
+    def embedding_identity(self) -> str:
+        """The embedding model as the store records it: its name, plus its URL when it is remote."""
+        from rag.embeddings import embedding_identity
+
+        return embedding_identity(self.settings.embedding_model, self.settings.embedding_url)
 
     @cached_property
     def store(self):
-        """The Chroma collection and its manifest."""
+        """The Chroma collection (embedded, or on the server at chroma_host) and its manifest."""
         from rag.store import Store
 
-        return Store(self.settings, self.settings.embedding_model)
+        return Store(self.settings, self.embedding_identity)
 
     @cached_property
     def splitter(self):
         from rag.splitting import Splitter, token_counter
 
+        if self.settings.embedding_url:
+            from rag.llm import estimate_tokens
+
+            # No tokenizer of the remote model here (and thousands of calls per file are too many to make over
+            # HTTP): chunks are measured with an estimate that errs high, so they stay within chunk_size.
+            return Splitter(estimate_tokens, self.settings.chunk_size, self.settings.chunk_overlap)
         limit = _max_tokens(self.embedding_model_dir)
         if self.settings.chunk_size > limit:
             from rag.config import ConfigError
@@ -58,24 +76,35 @@ class RAG:
 
     @cached_property
     def model_path(self) -> Path:
-        from rag.models import chat_model_path
+        from rag.models import ModelError, chat_model_path
 
+        if self.settings.llm_url:
+            raise ModelError(f"the chat model {self.settings.model!r} runs on the server at {self.settings.llm_url}; there is no local file")
         return chat_model_path(self.settings.model, self.settings.cache_dir)
 
     @cached_property
     def model_warnings(self) -> list[str]:
         """ModelError for a model too large for the memory (unless memory_check is off); warnings for a base
-        model or an n_ctx beyond the trained context."""
+        model or an n_ctx beyond the trained context. For a model on a server: ModelError when the server
+        cannot be reached, a warning when it does not list the model's name."""
+        if self.settings.llm_url:
+            from rag.llm import check_remote_chat
+
+            return check_remote_chat(self.settings)
         from rag.gguf_info import check_model
 
         return check_model(self.model_path, self.settings.n_ctx, force=not self.settings.memory_check)
 
     @cached_property
     def llm(self):
-        """The LangChain chat model (loads llama.cpp and the GGUF)."""
+        """The LangChain chat model: llama.cpp and the GGUF loaded here, or a client of the server at llm_url."""
+        self.model_warnings  # refuse before llama.cpp tries, or before a question goes to a server that is not there
+        if self.settings.llm_url:
+            from rag.llm import load_remote_chat_model
+
+            return load_remote_chat_model(self.settings)
         from rag.llm import load_chat_model
 
-        self.model_warnings  # refuse before llama.cpp tries
         return load_chat_model(self.model_path, self.settings)
 
     @cached_property
@@ -90,8 +119,14 @@ class RAG:
         """The LangChain `Runnable`: question (or {"question", "chat_history"}) in; answer and sources out."""
         from rag.chain import AnswerChain
 
-        client = getattr(self.llm, "client", None)
-        count = (lambda text: len(client.tokenize(text.encode("utf-8"), add_bos=False, special=True))) if client else None
+        if self.settings.llm_url:
+            from rag.llm import remote_token_counter
+
+            # The server's own tokenizer when it offers one, else an estimate that errs high; never tiktoken.
+            count, _ = remote_token_counter(self.settings)
+        else:
+            client = getattr(self.llm, "client", None)
+            count = (lambda text: len(client.tokenize(text.encode("utf-8"), add_bos=False, special=True))) if client else None
         # The seed goes with every call, so the same question gets the same answer, not the next draw.
         llm = self.llm.bind(seed=self.settings.seed)
         return AnswerChain(self.retriever, llm, self.settings.n_ctx, self.settings.max_tokens, self.settings.min_score, count).build()
@@ -100,7 +135,7 @@ class RAG:
     def fingerprint(self) -> str:
         """Identifies the settings that shape chunks and vectors; a change re-embeds files."""
         s = self.settings
-        data = {"embedding_model": s.embedding_model, "chunk_size": s.chunk_size, "chunk_overlap": s.chunk_overlap, "splitter": 1}
+        data = {"embedding_model": self.embedding_identity, "chunk_size": s.chunk_size, "chunk_overlap": s.chunk_overlap, "splitter": 1}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     # --- ingesting ---

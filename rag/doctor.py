@@ -55,6 +55,9 @@ def _llama(settings: Settings) -> Check:
 def _embedding(settings: Settings) -> Check:
     from rag.models import ModelError, embedding_model_path
 
+    if settings.embedding_url:
+        return _remote("embeddings", settings.embedding_url, settings.embedding_api_key, settings.embedding_model,
+                       "start the embeddings server, or unset embedding_url (RAG_EMBEDDING_URL)")
     try:
         path = embedding_model_path(settings.embedding_model)
     except ModelError as exc:
@@ -65,6 +68,9 @@ def _embedding(settings: Settings) -> Check:
 def _chat_model(settings: Settings) -> Check:
     from rag.models import PACKAGED_CHAT_MODELS, ModelError, PackagedGGUF, SplitGGUF, split_part_paths
 
+    if settings.llm_url:
+        return _remote("chat model", settings.llm_url, settings.llm_api_key, settings.model,
+                       "start the chat server, or unset llm_url (RAG_LLM_URL)")
     model = PACKAGED_CHAT_MODELS.get(settings.model)
     try:
         if isinstance(model, SplitGGUF):
@@ -87,7 +93,15 @@ def _chat_model(settings: Settings) -> Check:
 def _store(settings: Settings) -> Check:
     root = Path(settings.store)
     if settings.chroma_host:
-        return Check("store", "ok", f"Chroma server {settings.chroma_host}:{settings.chroma_port}; manifest in {root}")
+        import httpx
+
+        url = f"http://{settings.chroma_host}:{settings.chroma_port}"
+        try:
+            httpx.get(url + "/api/v2/heartbeat", timeout=5.0).raise_for_status()
+        except httpx.HTTPError as exc:
+            return Check("store", "fail", f"Chroma server {url} does not answer ({type(exc).__name__})",
+                         f"chroma run --path DIR --port {settings.chroma_port}, or unset RAG_CHROMA_URL")
+        return Check("store", "ok", f"Chroma server {url} answers; manifest in {root}")
     manifest = root / "manifest.sqlite3"
     if not manifest.is_file():
         return Check("store", "warn", f"{root}: no store yet", "rag ingest PATH")
@@ -102,6 +116,21 @@ def _store(settings: Settings) -> Check:
         return Check("store", "warn", detail + f"; {pending} file(s) left half-replaced by an interrupted ingest",
                      "rag ingest PATH (completes them)")
     return Check("store", "ok", detail)
+
+
+def _remote(name: str, url: str, api_key: str | None, model: str, fix: str) -> Check:
+    """An OpenAI-compatible server: reachable, and whether it lists the model name that will be sent."""
+    from rag.llm import probe_openai_server
+    from rag.models import ModelError
+
+    try:
+        served = probe_openai_server(url, api_key, name, fix)
+    except ModelError as exc:
+        return Check(name, "fail", str(exc).removesuffix(f": {fix}"), fix)
+    if served and model not in served:
+        return Check(name, "warn", f"server {url} serves {', '.join(served)}, not {model!r}",
+                     f"set the model name to one of: {', '.join(served)}")
+    return Check(name, "ok", f"{model!r} on the server {url}")
 
 
 def _privacy_check() -> Check:

@@ -108,9 +108,13 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{self.root}: cannot create the store folder ({exc.strerror})") from None
+        self.embedding_name = embedding_name
         self.client = _client(settings)
-        meta = {"hnsw:space": "cosine", "embedding_model": embedding_name}
-        self.collection = self.client.get_or_create_collection(settings.collection, metadata=meta, embedding_function=None)
+        self.server = server_url(settings)
+        if self.server:
+            # Every call goes over the network: a lost server becomes a one-line StoreError naming it.
+            self.client = _ServerCall(self.client, self.server)
+        self.collection = self._open_collection()
         found = (self.collection.metadata or {}).get("embedding_model")
         if found and found != embedding_name:
             raise StoreError(
@@ -168,17 +172,34 @@ class Store:
 
     def reset(self) -> None:
         """Drop every chunk and manifest entry."""
-        name = self.settings.collection
-        self.client.delete_collection(name)
-        meta = dict(self.collection.metadata or {})
-        self.collection = self.client.get_or_create_collection(name, metadata=meta, embedding_function=None)
+        self.client.delete_collection(self.settings.collection)
+        self.collection = self._open_collection()
         for rec in self.manifest.all():
             self.manifest.remove(rec.source)
         self._bump()
 
     def _bump(self) -> None:
         # Any change of content gets a new revision; the lexical index compares it to the one it was built at.
-        self.manifest.set_meta("revision", uuid.uuid4().hex)
+        revision = uuid.uuid4().hex
+        self.manifest.set_meta("revision", revision)
+        if self.server:
+            # Other machines using the same Chroma server have their own manifest: the revision goes with the
+            # collection too, so that their lexical index follows this change. `modify` replaces the metadata
+            # and Chroma refuses any "hnsw:" key there (the distance stays in the collection's configuration).
+            self.collection.modify(metadata={"embedding_model": self.embedding_name, "rag_revision": revision})
+
+    def _open_collection(self):
+        meta = {"hnsw:space": "cosine", "embedding_model": self.embedding_name}
+        return self.client.get_or_create_collection(self.settings.collection, metadata=meta, embedding_function=None)
+
+    def revision(self) -> str:
+        """The store's content revision: the collection's on a Chroma server (shared by every client), else the
+        manifest's."""
+        if self.server:
+            # Fetched afresh: another client may have changed the collection, or reset it (a new collection id).
+            self.collection = self.client.get_collection(self.settings.collection)
+            return str((self.collection.metadata or {}).get("rag_revision", ""))
+        return self.manifest.get_meta("revision") or ""
 
     # --- the lexical index ---
     def lexical(self):
@@ -188,7 +209,7 @@ class Store:
         if self._lexical is None:
             self._lexical = LexicalIndex(self.root / "bm25")
             self._lexical.load()
-        revision = self.manifest.get_meta("revision") or ""
+        revision = self.revision()
         if self._lexical.revision != revision:
             ids, texts = [], []
             for start in range(0, self.collection.count(), 5000):
@@ -228,15 +249,59 @@ class Store:
         self.manifest.close()
 
 
+def server_url(settings: Settings) -> str | None:
+    """http://host:port of the Chroma server, or None for the embedded store."""
+    return f"http://{settings.chroma_host}:{settings.chroma_port}" if settings.chroma_host else None
+
+
+def _unreachable(url: str, settings: Settings) -> str:
+    return (f"cannot reach the Chroma server at {url}: start it with "
+            f"`chroma run --path DIR --port {settings.chroma_port}` or unset RAG_CHROMA_URL (or chroma_host)")
+
+
 def _client(settings: Settings):
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
     chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    url = server_url(settings)
     try:
-        if settings.chroma_host:
+        if url:
             return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
         return chromadb.PersistentClient(path=str(settings.store), settings=chroma_settings)
     except Exception as exc:  # chromadb raises plain exceptions for unreachable servers and bad folders
-        where = f"{settings.chroma_host}:{settings.chroma_port}" if settings.chroma_host else str(settings.store)
+        if url and "connect" in str(exc).lower():
+            raise StoreError(_unreachable(url, settings)) from None
+        where = url or str(settings.store)
         raise StoreError(f"{where}: cannot open the Chroma store ({type(exc).__name__}: {exc})") from None
+
+
+class _ServerCall:
+    """Wraps a Chroma HTTP client or collection: the objects it returns are wrapped too, and a connection
+    failure on any call becomes a one-line StoreError that names the server (the CLI prints it, no traceback)."""
+
+    def __init__(self, target: Any, url: str) -> None:
+        self._target = target
+        self._url = url
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            import httpx
+
+            try:
+                result = value(*args, **kwargs)
+            except httpx.TransportError:
+                from urllib.parse import urlparse
+
+                raise StoreError(
+                    f"cannot reach the Chroma server at {self._url} (it stopped answering): start it with "
+                    f"`chroma run --path DIR --port {urlparse(self._url).port}` or unset RAG_CHROMA_URL (or chroma_host)"
+                ) from None
+            # Collections come back wrapped; plain results (ids, documents, counts) as they are.
+            return _ServerCall(result, self._url) if type(result).__name__ == "Collection" else result
+
+        return call
