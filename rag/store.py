@@ -190,14 +190,19 @@ class Store:
 
     def _open_collection(self):
         meta = {"hnsw:space": "cosine", "embedding_model": self.embedding_name}
-        return self.client.get_or_create_collection(self.settings.collection, metadata=meta, embedding_function=None)
+        collection = self.client.get_or_create_collection(self.settings.collection, metadata=meta, embedding_function=None)
+        if self.server:
+            # Another client's `rag reset` replaces the collection (a new id): calls on the old one are retried once
+            # on the collection of the same name.
+            collection._reopen = lambda: self.client.get_collection(self.settings.collection)._target
+        return collection
 
     def revision(self) -> str:
         """The store's content revision: the collection's on a Chroma server (shared by every client), else the
         manifest's."""
         if self.server:
             # Fetched afresh: another client may have changed the collection, or reset it (a new collection id).
-            self.collection = self.client.get_collection(self.settings.collection)
+            self.collection = self._open_collection()
             return str((self.collection.metadata or {}).get("rag_revision", ""))
         return self.manifest.get_meta("revision") or ""
 
@@ -283,6 +288,7 @@ class _ServerCall:
     def __init__(self, target: Any, url: str) -> None:
         self._target = target
         self._url = url
+        self._reopen: Any = None
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._target, name)
@@ -291,9 +297,16 @@ class _ServerCall:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             import httpx
+            from chromadb.errors import NotFoundError
 
             try:
-                result = value(*args, **kwargs)
+                try:
+                    result = value(*args, **kwargs)
+                except NotFoundError:
+                    if self._reopen is None:
+                        raise
+                    self._target = self._reopen()
+                    result = getattr(self._target, name)(*args, **kwargs)
             except httpx.TransportError:
                 from urllib.parse import urlparse
 
