@@ -372,6 +372,8 @@ def _register_groups() -> None:
 
     main.add_command(eval_group, name="eval")
     main.add_command(models_group, name="models")
+    from rag.serve_cli import serve_command
+    main.add_command(serve_command(), name="serve")
 
 
 _register_groups()
