@@ -56,6 +56,8 @@ def model_options(fn: Callable) -> Callable:
         click.option("--k", type=click.IntRange(1, 100), default=None, help="Passages retrieved per question (default 4)."),
         click.option("--retrieval", type=click.Choice(["hybrid", "dense", "bm25"]), default=None,
                      help="hybrid: BM25 fused with dense vectors (default); or dense or bm25 alone."),
+        click.option("--mmr", "mmr", flag_value=True, default=None,
+                     help="Diversify the passages (maximal marginal relevance): near-duplicates do not crowd out the others."),
         click.option("--model", default=None, help="Chat model: qwen2.5-coder-1.5b (default), smollm2-135m, or a GGUF file path."),
         click.option("--temperature", type=click.FloatRange(0, 2), default=None, help="Sampling temperature (default 0: most faithful, repeatable)."),
         click.option("--n-ctx", type=click.IntRange(256), default=None, help="Model context window in tokens (default 4096)."),
@@ -156,6 +158,10 @@ class _IngestProgress:
             self.bar.__enter__()
         elif event == "file" and self.bar is not None:
             self.bar.update(1, Path(str(value)).name[:40])
+        elif event == "ocr" and self.bar is not None:
+            path, done, total = value  # OCR takes seconds a page: show it page by page
+            self.bar.current_item = f"{Path(str(path)).name[:30]}: OCR {done}/{total} pages"
+            self.bar.render_progress()  # update(0) would not redraw
 
     def close(self) -> None:
         if self.bar is not None:

@@ -19,6 +19,7 @@ a file that could not be read (failed) is not recorded and is tried again, since
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -67,7 +68,8 @@ class IngestReport:
 
 
 # Progress callback: (event, amount). Events: "files" (total files found), "chunks" (chunks embedded),
-# "file" (a file finished). The CLI turns these into progress bars; the API can ignore them.
+# "file" (a file finished), "ocr" ((path, pages done, pages to OCR) after each OCR'd page: seconds each).
+# The CLI turns these into progress bars; the API can ignore them.
 Progress = Callable[[str, object], None]
 
 
@@ -131,6 +133,7 @@ class _Preparer:
         self.load_options = load_options
         self.fingerprint = fingerprint
         self.empty_fingerprint = empty_fingerprint
+        self.on_ocr_page: Callable[[str, int, int], None] | None = None  # (path, done, total)
 
     def current(self, old: FileRecord | None) -> bool:
         """Whether a manifest record was made by these settings (and is complete)."""
@@ -157,7 +160,9 @@ class _Preparer:
         if self.current(old) and old.sha256 == digest:
             return _Item(path, "touch", old=old, record=FileRecord(**{**old.__dict__, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
         try:
-            loaded = load_file(path, **self.load_options)
+            report = self.on_ocr_page
+            on_page = (lambda done, total: report(source, done, total)) if report else None
+            loaded = load_file(path, **self.load_options, ocr_progress=on_page)
             chunks = self.splitter.split(loaded.documents)
         except LoadError as exc:
             return _Item(path, "failed", message=str(exc), old=old)
@@ -199,6 +204,8 @@ class Ingestor:
         # installing OCR makes the next run look at such files again.
         empty_fingerprint = f"{fingerprint}+empty-{'ocr' if _ocr_ready(ocr) else 'no-ocr'}"
         self._preparer = _Preparer(splitter, load_options, fingerprint, empty_fingerprint)
+        self._preparer.on_ocr_page = lambda path, done, total: self._notify("ocr", (path, done, total))
+        self._notify: Progress = lambda event, amount: None
 
     @property
     def empty_fingerprint(self) -> str:
@@ -437,6 +444,7 @@ class _ReaderProcess:
 
     def __init__(self, preparer: _Preparer, recipe: dict) -> None:
         self.dead = False
+        self.on_event = lambda *event: preparer.on_ocr_page(*event) if preparer.on_ocr_page else None
         self.lock = threading.Lock()
         self.pending: dict[int, Future] = {}
         self.seq = 0
@@ -494,6 +502,10 @@ class _ReaderProcess:
                 seq, ok, value = pickle.load(out)
             except Exception:  # EOF or a torn message: the child is gone
                 break
+            if seq == 0:  # an event about the file being read (OCR page progress), not a result
+                with contextlib.suppress(Exception):
+                    self.on_event(*value)
+                continue
             with self.lock:
                 fut = self.pending.pop(seq, None)
             if fut is not None:
@@ -542,6 +554,12 @@ def reader_main() -> None:
 
     splitter = Splitter(token_counter(Path(config["model_dir"])), config["chunk_size"], config["chunk_overlap"])
     preparer = _Preparer(splitter, config["load_options"], config["fingerprint"], config["empty_fingerprint"])
+
+    def send_event(*event: Any) -> None:  # seq 0: an event, not an answer (prepare runs in this thread only)
+        out.write(pickle.dumps((0, True, event), protocol=pickle.HIGHEST_PROTOCOL))
+        out.flush()
+
+    preparer.on_ocr_page = send_event
     while True:
         try:
             seq, kind, payload = pickle.load(inp)

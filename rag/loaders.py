@@ -47,11 +47,13 @@ class Loaded:
 OCR_MODES = ("auto", "always", "never")
 
 
-def load_file(path: Path | str, *, password: str | None = None, ocr: str = "auto") -> Loaded:
+def load_file(path: Path | str, *, password: str | None = None, ocr: str = "auto",
+              ocr_progress: Callable[[int, int], None] | None = None) -> Loaded:
     """Load one file by suffix; raise `LoadError` (never anything else) if it cannot be read.
 
     `ocr` (PDF only): "auto" reads pages whose text layer is missing or garbage by OCR, "always" every page,
-    "never" none (those pages are then reported in a warning)."""
+    "never" none (those pages are then reported in a warning). `ocr_progress(done, total)` is called after
+    each OCR'd page (OCR takes seconds a page)."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
@@ -60,7 +62,7 @@ def load_file(path: Path | str, *, password: str | None = None, ocr: str = "auto
         raise ValueError(f"ocr must be one of {OCR_MODES}")
     with _as_load_error(path):
         if suffix == ".pdf":
-            return _load_pdf(path, password, ocr)
+            return _load_pdf(path, password, ocr, ocr_progress)
         return _LOADERS[suffix](path, password)
 
 
@@ -674,13 +676,15 @@ def _quiet_pypdf() -> Iterator[None]:
         logger.setLevel(previous)
 
 
-def _load_pdf(path: Path | str, password: str | None, ocr: str = "auto") -> Loaded:
+def _load_pdf(path: Path | str, password: str | None, ocr: str = "auto",
+              ocr_progress: Callable[[int, int], None] | None = None) -> Loaded:
     _check_readable(path)
     with _quiet_pypdf():
-        return _read_pdf(path, password, ocr)
+        return _read_pdf(path, password, ocr, ocr_progress)
 
 
-def _read_pdf(path: Path | str, password: str | None, ocr: str = "auto") -> Loaded:
+def _read_pdf(path: Path | str, password: str | None, ocr: str = "auto",
+              ocr_progress: Callable[[int, int], None] | None = None) -> Loaded:
     from pypdf import PdfReader
     from pypdf.errors import DependencyError
 
@@ -742,7 +746,11 @@ def _read_pdf(path: Path | str, password: str | None, ocr: str = "auto") -> Load
 
         if ocr_engine.available():
             used_password = password if reader.is_encrypted else None
-            result = ocr_engine.ocr_pdf_pages(path, to_read, password=used_password)
+            done_pages = iter(range(1, len(to_read) + 1))
+            on_page = (lambda _number: ocr_progress(next(done_pages), len(to_read))) if ocr_progress else None
+            if ocr_progress:
+                ocr_progress(0, len(to_read))  # OCR starts: the first page alone may take seconds
+            result = ocr_engine.ocr_pdf_pages(path, to_read, password=used_password, progress=on_page)
             warns.extend(result.warnings)
             for number, text in result.pages.items():
                 text = repair_cjk_spaces(_normalise(text)).strip()

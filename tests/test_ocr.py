@@ -83,3 +83,25 @@ def test_scanned_folder_is_answerable(shared, tmp_path, embeddings):
     assert docs[0].metadata["ocr"] is True and docs[0].metadata["page"] == 1
     answer = rag.ask("What did Miss Watson do in the closet?")
     assert any(s.source.endswith("huckfinn-c03-29-scan.pdf") and s.page == 1 for s in answer.context)
+
+
+@pytest.mark.parametrize("reader", ["process", "thread"])
+def test_ocr_reports_progress_page_by_page(tmp_path, embeddings, reader):
+    """OCR takes seconds a page: ingest reports each OCR'd page (the CLI shows it in its progress bar), from
+    the reader process as well as from a reader thread."""
+    from rag.ingest import Ingestor
+    from tests.conftest import DATA
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    scan = folder / "scan.pdf"
+    scan.write_bytes((DATA / "scanned/huckfinn-c03-29-scan.pdf").read_bytes())
+    (folder / "note.md").write_text("# Note\n\nA second file, so that the reader process is used.\n", encoding="utf-8")
+    rag = rag_with(tmp_path / "store", embeddings)
+    events = []
+    ingestor = Ingestor(rag.store, rag.embeddings, rag.splitter, rag.fingerprint, reader=reader)
+    report = ingestor.run([folder], progress=lambda event, value: events.append((event, value)))
+    assert not report.failed and len(report.ingested) == 2
+    assert [v for e, v in events if e == "ocr"] == [(str(scan), 0, 1), (str(scan), 1, 1)]
+    # the page is reported before its file is done
+    assert events.index(("ocr", (str(scan), 1, 1))) < events.index(("file", scan))
