@@ -1,5 +1,6 @@
-"""Nothing leaves the machine, checked at the operating-system level: the real `rag` commands run under strace,
-and every connect/sendto and every file written is inspected (no patching of Python's socket)."""
+"""Nothing leaves the machine, checked at the operating-system level: the real `rag` commands (ingest, ask, chat,
+serve) run under strace, and every connect/sendto and every file written is inspected (no patching of Python's
+socket)."""
 
 import os
 import re
@@ -73,8 +74,52 @@ def test_ingest_ask_and_chat_stay_on_the_machine(tmp_path):
         assert "openat(" in text  # the trace really recorded the run
         assert outside_connections(log) == [], name
         assert writes_outside(log, allowed) == [], name
+    # serve: the default address, one question over loopback, then Ctrl-C.
+    log = tmp_path / "serve.strace"
+    served = traced_serve(["serve", "--port", "0", "--store", str(store), "--model", "smollm2-135m", "--max-tokens", "32"], env, log)
+    assert served["returncode"] == 130, ("serve", served["stderr"][-2000:])  # 130: stopped by Ctrl-C, as documented
+    assert served["answer"]["choices"][0]["message"]["content"] and served["answer"]["sources"], served["answer"]
+    text = log.read_text(errors="replace")
+    assert "openat(" in text
+    binds = [m.group(1) for m in re.finditer(r'bind\(\d+, \{sa_family=AF_INET6?, .*?inet_(?:addr|pton)\((?:AF_INET6, )?"([^"]+)"', text)]
+    # The server listens on 127.0.0.1, and nothing binds a non-loopback address (urllib3 probes IPv6 with ::1).
+    assert "127.0.0.1" in binds and set(binds) <= {"127.0.0.1", "::1"}, binds
+    assert outside_connections(log) == [], "serve"
+    assert writes_outside(log, allowed) == [], "serve"
     assert (store / "manifest.sqlite3").is_file()
     assert not (home / ".cache" / "Microsoft").exists()  # onnxruntime's telemetry queue
+
+
+def traced_serve(args: list[str], env: dict, log: Path) -> dict:
+    """`rag serve` under strace: wait for its address, ask one question over loopback, stop it with SIGINT."""
+    import json
+    import signal
+    import urllib.request
+
+    cmd = [STRACE, "-f", "-qq", "-e", f"trace={SYSCALLS},bind", "-o", str(log), str(Path(sys.executable).with_name("rag")), *args]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    answer: dict = {}
+    try:
+        line = ""
+        while "rag serve:" not in line and proc.poll() is None:
+            line = proc.stderr.readline()
+        url = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+        assert url, line
+        body = json.dumps({"model": "rag", "messages": [{"role": "user", "content": "What is CRAN?"}]}).encode()
+        request = urllib.request.Request(url.group(1) + "/v1/chat/completions", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=900) as resp:
+            answer = json.loads(resp.read())
+    finally:
+        # The server is strace's child: signal it, not strace (which would only detach).
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split() if proc.poll() is None else []
+        for child in children:
+            os.kill(int(child), signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return {"returncode": proc.returncode, "stderr": proc.stderr.read(), "answer": answer}
 
 
 def test_the_checks_can_fail(tmp_path):
