@@ -1,5 +1,6 @@
-"""OCR quality and speed on the shared scanned samples: word recall (and word-pair recall, which drops when
-columns are interleaved) on linn-scan.pdf against linn.txt, and seconds per page.
+"""OCR quality and speed on the shared scanned samples: character error rate (CER) on the Huck Finn page
+against a transcription (tests/references/), word recall (and word-pair recall, which drops when columns
+are interleaved) on linn-scan.pdf against linn.txt, and seconds per page.
 
     python benchmarks/bench_ocr.py [SHARED_CORPUS]
 
@@ -18,6 +19,7 @@ import rag  # noqa: F401  (sets the privacy switches before onnxruntime is impor
 from rag import ocr
 from rag.loaders import load_file
 
+REFERENCES = Path(__file__).resolve().parents[1] / "tests" / "references"
 CORPUS = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
@@ -45,6 +47,9 @@ def main() -> None:
         seconds = time.perf_counter() - start
         text = "\n".join(d.page_content for d in loaded.documents)
         row = {"file": path.name, "pages": loaded.pages, "s/page": seconds / max(1, loaded.pages), "chars": len(text)}
+        transcription = REFERENCES / f"{path.stem.removesuffix('-scan')}.txt"
+        if transcription.is_file():
+            row["CER"] = ocr.character_error_rate(transcription.read_text(encoding="utf-8"), text)
         ref = path.with_name("linn.txt")
         if path.name == "linn-scan.pdf" and ref.is_file():
             ref_words, got = words(ref.read_text()), words(text)
@@ -52,12 +57,13 @@ def main() -> None:
             row["word-pair recall"] = recall(list(zip(ref_words, ref_words[1:])), list(zip(got, got[1:])))
         row["note"] = "; ".join(w.split(": ", 1)[-1] for w in loaded.warnings)[:90]
         rows.append(row)
-    print("| file | pages | s/page | chars | word recall | word-pair recall | note |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| file | pages | s/page | chars | CER | word recall | word-pair recall | note |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         wr = f"{r['word recall']:.3f}" if "word recall" in r else "-"
         pr = f"{r['word-pair recall']:.3f}" if "word-pair recall" in r else "-"
-        print(f"| {r['file']} | {r['pages']} | {r['s/page']:.1f} | {r['chars']} | {wr} | {pr} | {r['note']} |")
+        cer = f"{r['CER']:.2%}" if "CER" in r else "-"
+        print(f"| {r['file']} | {r['pages']} | {r['s/page']:.1f} | {r['chars']} | {cer} | {wr} | {pr} | {r['note']} |")
 
 
 if __name__ == "__main__":

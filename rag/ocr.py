@@ -190,3 +190,26 @@ def _lines(block: list[tuple]) -> list[str]:
         else:
             rows.append([box])
     return [" ".join(b[4] for b in sorted(row, key=lambda b: b[0])) for row in rows]
+
+
+def character_error_rate(reference: str, hypothesis: str) -> float:
+    """Edit distance between the two texts over the reference's length, after normalising what a page's
+    typography does not decide: curly vs straight quotes, the space old books set before ; : ? !, and line
+    breaks. Used to measure OCR against a transcription."""
+    ref, hyp = _cer_normal(reference), _cer_normal(hypothesis)
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        current = [i]
+        for j, h in enumerate(hyp, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
+        previous = current
+    return previous[-1] / max(1, len(ref))
+
+
+def _cer_normal(text: str) -> str:
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", text)
+    text = text.translate(str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"'}))
+    text = re.sub(r"\s+([;:?!,.])", r"\1", text)
+    return " ".join(text.split())

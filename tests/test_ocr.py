@@ -4,6 +4,7 @@ import re
 import resource
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,19 @@ def test_scanned_page_is_read_and_marked(shared):
     assert "WELL, I got a good going-over in the morning" in doc.page_content
     assert "Miss Watson" in doc.page_content
     assert any("read by OCR" in w for w in loaded.warnings)
+
+
+def test_scanned_page_character_error_rate():
+    """The Huck Finn page shipped in data/ against a transcription made from the scan itself (the 1885
+    edition's words and punctuation, which differ from Project Gutenberg's text): at most 1% CER."""
+    from tests.conftest import DATA
+
+    (doc,) = load_file(DATA / "scanned/huckfinn-c03-29-scan.pdf").documents
+    reference = (Path(__file__).parent / "references/huckfinn-c03-29.txt").read_text(encoding="utf-8")
+    assert ocr.character_error_rate(reference, doc.page_content) <= 0.01
+    # The measure itself: a page of nothing, or of other words, is far off.
+    assert ocr.character_error_rate(reference, "") == 1.0
+    assert ocr.character_error_rate(reference, reference.upper()) > 0.5
 
 
 def test_two_columns_come_out_in_reading_order(shared):
