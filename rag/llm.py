@@ -145,6 +145,13 @@ def _remote_error(exc: Exception, url: str) -> Exception:
     return exc
 
 
+def _empty_stream(url: str) -> ModelError:
+    # A streamed request the server cannot serve (llama_cpp.server: a prompt longer than its context) comes back
+    # as "200 OK" and a stream without a single chunk; every real answer starts with at least one.
+    return ModelError(f"the chat model server at {url} ended the answer before it began; the prompt is probably "
+                      "longer than the server's context: start it with a context of at least n_ctx, or lower n_ctx")
+
+
 def _remote_chat_class() -> type:
     from langchain_openai import ChatOpenAI
 
@@ -159,10 +166,15 @@ def _remote_chat_class() -> type:
                 raise _remote_error(exc, str(self.openai_api_base)) from None
 
         def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            empty = True
             try:
-                yield from super()._stream(*args, **kwargs)
+                for chunk in super()._stream(*args, **kwargs):
+                    empty = False
+                    yield chunk
             except Exception as exc:
                 raise _remote_error(exc, str(self.openai_api_base)) from None
+            if empty:
+                raise _empty_stream(str(self.openai_api_base))
 
         async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
             try:
@@ -171,11 +183,15 @@ def _remote_chat_class() -> type:
                 raise _remote_error(exc, str(self.openai_api_base)) from None
 
         async def _astream(self, *args: Any, **kwargs: Any):
+            empty = True
             try:
                 async for chunk in super()._astream(*args, **kwargs):
+                    empty = False
                     yield chunk
             except Exception as exc:
                 raise _remote_error(exc, str(self.openai_api_base)) from None
+            if empty:
+                raise _empty_stream(str(self.openai_api_base))
 
     return RemoteChatOpenAI
 

@@ -421,6 +421,24 @@ def test_chat_server_errors_name_the_server(chat_server, tmp_path):
     with pytest.raises(ModelError, match="cannot reach the chat model server"):
         closed.llm
 
+    # Errors at call time (the server went away after the check, or refused the request), sync and async.
+    import asyncio
+
+    from rag.llm import load_remote_chat_model
+
+    gone = load_remote_chat_model(closed.settings)
+    with pytest.raises(ModelError, match=f"cannot reach the chat model server at {closed.settings.llm_url}: start it"):
+        gone.invoke("Hello")
+    with pytest.raises(ModelError, match="cannot reach the chat model server"):
+        asyncio.run(gone.ainvoke("Hello"))
+    # A prompt longer than the server's context (2048): streamed (as rag asks), llama_cpp.server answers 200 and
+    # an empty stream, which must not pass for an empty answer; unstreamed, HTTP 400.
+    llm = load_remote_chat_model(make_settings(tmp_path, llm_url=chat_server.url + "/v1", model=CHAT_ALIAS))
+    with pytest.raises(ModelError, match="ended the answer before it began.*start it with a context of at least n_ctx"):
+        llm.invoke("word " * 3000)
+    with pytest.raises(ModelError, match=r"refused the request \(HTTP 400.*context"):
+        llm.model_copy(update={"streaming": False}).invoke("word " * 3000)
+
 
 def test_doctor_reports_the_remote_endpoints(chroma, chat_server, tmp_path):
     from rag import doctor
