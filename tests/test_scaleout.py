@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -74,25 +75,26 @@ class Server:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            # The whole process group this test started (a server under strace is two processes).
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._fh.close()
 
 
-def start_chroma(folder: Path, log: Path) -> Server:
+def start_chroma(folder: Path, log: Path, prefix: list[str] | None = None) -> Server:
     exe = _chroma_exe()
     if exe is None:
         pytest.skip("the `chroma` executable (chromadb) is not installed")
     port = _free_port()
-    # Chroma 1.x's server is the Rust binary inside chromadb; it has no product telemetry (strace shows it makes
-    # no outbound connection). The variables are set anyway, for the older Python server that read them.
+    # Chroma 1.x's server is the Rust binary inside chromadb; it has no product telemetry (the strace test below
+    # shows it connects nowhere). The variables are set anyway, for the older Python server that read them.
     env = {**os.environ, "ANONYMIZED_TELEMETRY": "False", "CHROMA_ANONYMIZED_TELEMETRY": "False"}
-    return Server([exe, "run", "--path", str(folder), "--host", "127.0.0.1", "--port", str(port)], port,
-                  "/api/v2/heartbeat", log, env)
+    return Server([*(prefix or []), exe, "run", "--path", str(folder), "--host", "127.0.0.1", "--port", str(port)],
+                  port, "/api/v2/heartbeat", log, env)
 
 
 def start_llama_server(tmp: Path, alias: str, *extra: str) -> Server:
@@ -453,3 +455,35 @@ def test_doctor_reports_the_remote_endpoints(chroma, chat_server, tmp_path):
     checks = {c.name: c for c in doctor.run(settings)}
     for name in ("store", "chat model", "embeddings"):
         assert checks[name].status == "fail" and f"127.0.0.1:{closed}" in checks[name].detail, checks[name]
+
+
+def test_the_client_and_the_chroma_server_connect_only_to_loopback(chat_server, embeddings, small_docs, tmp_path):
+    """The privacy promise with servers: under strace, the Chroma server connects nowhere at all, and `rag ask`
+    connects only to the (loopback) servers it was given."""
+    from tests.test_privacy import STRACE, outside_connections
+
+    if STRACE is None:
+        pytest.skip("strace not installed (apt-get install strace)")
+    server_log = tmp_path / "chroma.strace"
+    trace = [STRACE, "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o"]
+    server_trace = [STRACE, "-f", "-qq", "-e", "trace=connect,sendto,sendmsg,accept,accept4", "-o", str(server_log)]
+    server = start_chroma(tmp_path / "db", tmp_path / "chroma.log", prefix=server_trace)
+    try:
+        served_rag(tmp_path / "store", embeddings, server, collection="scaleout-private").ingest(small_docs)
+        env = _cli_env(tmp_path, RAG_CHROMA_URL=server.url, RAG_LLM_URL=chat_server.url + "/v1", RAG_MODEL=CHAT_ALIAS,
+                       RAG_COLLECTION="scaleout-private", RAG_MAX_TOKENS="32")
+        client_log = tmp_path / "ask.strace"
+        exe = BIN / "rag"
+        out = subprocess.run([*trace, str(client_log), str(exe), "ask", "What is CRAN?", "--json"],
+                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert json.loads(out.stdout)["answer"]
+    finally:
+        server.stop()
+    connects = [line for line in client_log.read_text().splitlines() if "connect(" in line and "AF_INET" in line]
+    # The trace saw the HTTP connections to both servers, and nothing else.
+    assert any(f"htons({server.port})" in line for line in connects), connects
+    assert any(f"htons({chat_server.port})" in line for line in connects), connects
+    assert outside_connections(client_log) == []
+    assert "accept" in server_log.read_text()  # the server's trace saw it take the clients' connections
+    assert outside_connections(server_log) == []
