@@ -241,7 +241,7 @@ def test_budget_fits_the_servers_context_with_its_own_tokenizer(served, embeddin
     wide = served_rag(tmp_path / "wide", embeddings, chroma, chat_server, collection="scaleout-data", k=12,
                       n_ctx=2048, min_score=-1.0)
     answer = wide.ask("What does the R FAQ say about packages, CRAN, mirrors and installing R?")
-    assert answer.text and not answer.refused
+    assert answer.text  # the server took the request: the prompt fitted its context
     assert 0 < len(answer.context) < 12
     from rag.llm import remote_token_counter
 
@@ -348,7 +348,7 @@ def test_cli_ingest_and_ask_with_env_urls(chroma, chat_server, small_docs, tmp_p
     result = json.loads(out.stdout)
     assert result["answer"].strip() and not result["refused"]
     assert "cran.txt" in {Path(s["source"]).name for s in result["sources"]}
-    assert out.stderr.strip() == ""  # the model name matches the server's: no warning
+    assert "warning:" not in out.stderr  # the model name matches the server's
 
     out = _rag(["ingest", str(small_docs), "--quiet"], env, tmp_path)
     assert out.returncode == 0 and "0 ingested, 2 unchanged" in out.stdout + out.stderr
