@@ -289,6 +289,15 @@ def test_ingest_while_serving_and_answers_see_new_documents(fresh):
     assert upload(url, "zorblax.md", saved.read_bytes()).json()["unchanged"] == [str(saved)]
 
 
+def test_ingest_while_another_process_writes_is_a_409(fresh):
+    url, app, rag, _ = fresh
+    with rag.store.writer():  # the store's flock, as a running `rag ingest` holds it
+        err = assert_error(upload(url, "late.md", b"Arrived while the store was busy."), 409)
+    assert "another ingest" in err["message"]
+    r = upload(url, "late.md", b"Arrived while the store was busy.")  # the lock is free again
+    assert r.status_code == 200 and r.json()["ingested"] == [str(app.state.upload_dir / "late.md")]
+
+
 def test_uploads_are_limited_and_stay_in_the_upload_folder(fresh, tmp_path):
     url, app, _, _ = fresh
     folder = app.state.upload_dir
