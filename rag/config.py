@@ -63,7 +63,7 @@ class Settings(BaseModel):
     # --- retrieval and answering ---
     k: int = Field(4, ge=1, description="Chunks retrieved per question.")
     retrieval: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="hybrid (BM25 fused with dense vectors), dense or bm25.")
-    min_score: float = Field(0.15, description="Below this relevance (cosine similarity) a chunk is not used as context.")
+    min_score: float = Field(0.3, description="Below this relevance a chunk is not used as context, and with none left the answer is a refusal. Relevance: cosine similarity; for Chinese questions the IDF-weighted share of the question's words in the chunk.")
     password: str | None = Field(None, description="Password for encrypted PDFs.")
     mmr: bool = Field(False, description="Diversify the retrieved chunks with maximal marginal relevance.")
     ocr: Literal["auto", "always", "never"] = Field("auto", description="OCR of PDF pages: auto (pages without a usable text layer), always, never.")

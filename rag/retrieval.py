@@ -1,9 +1,16 @@
 """A LangChain `BaseRetriever` over the store: dense (cosine over the embedder's vectors), lexical (BM25), or
-both fused by weighted reciprocal rank. Every Document carries its cosine similarity in `metadata["score"]`."""
+both fused by weighted reciprocal rank, optionally diversified by maximal marginal relevance (MMR).
+
+Every Document carries, in its metadata, `cosine` (similarity of its vector to the question's), `coverage` (the
+IDF-weighted share of the question's words it contains, see `LexicalIndex.coverage`) and `score`, the relevance
+that `min_score` judges: the cosine, except for Chinese questions, where it is the coverage (MiniLM reads most
+Chinese as [UNK], so its cosine does not tell a passage that answers from one that does not:
+benchmarks/notes/eval-findings.md)."""
 
 from __future__ import annotations
 
 import fnmatch
+import math
 from typing import Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -15,15 +22,25 @@ from pydantic import ConfigDict
 from rag.prompts import language_of
 from rag.store import Store
 
-RRF_K = 60
-# MiniLM has almost no Chinese vocabulary (most Chinese query tokens become [UNK]); equal-weight fusion lets
-# its noise outvote BM25 on Chinese questions, so the dense list counts for little there.
-DENSE_WEIGHT = {"en": 1.0, "zh": 0.2}
+# Reciprocal-rank fusion constant. 20 rather than the customary 60: the top of each list counts more, which on
+# SciFact (train) fused nDCG@10 0.7275 vs 0.7169 at 60, and changes nothing for Chinese (benchmarks/notes/eval-findings.md).
+RRF_K = 20
+# MiniLM has almost no Chinese vocabulary (64% of CMRC2018 question tokens become [UNK]): any weight on its list
+# lets its noise outvote BM25 on Chinese questions (CMRC2018 hit@1 0.9712 BM25 alone, 0.9598 at weight 0.1,
+# 0.9404 at 0.2). So for Chinese the dense list only orders what BM25 did not find (a fallback and tie-break).
+DENSE_WEIGHT = {"en": 1.0, "zh": 0.0}
+# Each list is read this deep (at least) before fusing, also when only k=4 chunks are wanted: documents that
+# both lists rank moderately high are the point of fusion (SciFact nDCG@10 0.7199 with 20, 0.7247 with 100).
+POOL_MIN = 100
+# MMR: weight of relevance against novelty (LangChain's default), and candidates considered per chunk wanted.
+MMR_LAMBDA = 0.5
+MMR_FETCH = 4
 
 
 class HybridRetriever(BaseRetriever):
     """Top-k chunks. `mode`: "hybrid" (default), "dense" or "bm25". `source_glob` keeps only files whose path
-    or name matches."""
+    or name matches. `mmr` (default: the store's `mmr` setting) picks the k chunks among the best 4k by maximal
+    marginal relevance, so that near-duplicate passages do not crowd out the others."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -32,38 +49,79 @@ class HybridRetriever(BaseRetriever):
     k: int = 4
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     source_glob: str | None = None
+    mmr: bool | None = None
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any) -> list[Document]:
         k = kwargs.get("k", self.k)
+        mmr = kwargs.get("mmr", self.mmr)
+        if mmr is None:
+            mmr = bool(getattr(getattr(self.store, "settings", None), "mmr", False))
         sources = self._sources()
         if sources is not None and not sources:
             return []  # no ingested file matches the filter
         vector = self.embeddings.embed_query(query)
-        pool = max(4 * k, 20)
-        lists: list[tuple[float, list[str]]] = []
+        want = MMR_FETCH * k if mmr else k
+        pool = max(4 * want, POOL_MIN)
         found: dict[str, tuple[str, dict, float]] = {}
+        fused: dict[str, float] = {}
+        tie: dict[str, float] = {}  # the dense list's own reciprocal rank: orders what the weighted sum leaves tied
         if self.mode in ("hybrid", "dense"):
             where = None if sources is None else {"source": {"$in": sources}} if len(sources) > 1 else {"source": sources[0]}
-            dense = self.store.query(vector, pool if self.mode == "hybrid" else k, where=where)
+            dense = self.store.query(vector, pool if self.mode == "hybrid" else want, where=where)
             found.update({cid: (text, meta, score) for cid, text, meta, score in dense})
-            lists.append((DENSE_WEIGHT[language_of(query)] if self.mode == "hybrid" else 1.0, [h[0] for h in dense]))
+            weight = DENSE_WEIGHT.get(language_of(query), 1.0) if self.mode == "hybrid" else 1.0
+            for rank, (cid, *_rest) in enumerate(dense):
+                fused[cid] = weight / (RRF_K + rank + 1)
+                tie[cid] = 1.0 / (RRF_K + rank + 1)
         if self.mode in ("hybrid", "bm25"):
             allowed = None
             if sources is not None:
                 allowed = {cid for rec in self.store.files() if rec.source in sources for cid in rec.chunk_ids}
-            lexical = self.store.lexical().search(query, pool if self.mode == "hybrid" else k, allowed=allowed)
-            lists.append((1.0, [cid for cid, _ in lexical]))
-        fused: dict[str, float] = {}
-        for weight, ids in lists:
-            for rank, cid in enumerate(ids):
-                fused[cid] = fused.get(cid, 0.0) + weight / (RRF_K + rank + 1)
-        top = sorted(fused, key=fused.__getitem__, reverse=True)[:k]
+            lexical = self.store.lexical().search(query, pool if self.mode == "hybrid" else want, allowed=allowed)
+            for rank, (cid, _score) in enumerate(lexical):
+                fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
+        top = sorted(fused, key=lambda c: (fused[c], tie.get(c, 0.0)), reverse=True)[:want]
+        if mmr and len(top) > k:
+            top = self._mmr(top, fused, vector, k, found)
         found.update(self.store.get([cid for cid in top if cid not in found], vector))
-        return [
-            Document(page_content=found[cid][0], id=cid, metadata={**found[cid][1], "score": round(found[cid][2], 4)})
-            for cid in top
-            if cid in found
-        ]
+        top = [cid for cid in top if cid in found]
+        coverage = self.store.lexical().coverage(query, {cid: found[cid][0] for cid in top}) if top else {}
+        chinese = language_of(query) == "zh"
+        docs = []
+        for cid in top:
+            text, meta, cosine = found[cid]
+            score = coverage[cid] if chinese else cosine
+            docs.append(Document(page_content=text, id=cid, metadata={
+                **meta, "score": round(score, 4), "cosine": round(cosine, 4), "coverage": round(coverage[cid], 4)}))
+        return docs
+
+    def _mmr(self, candidates: list[str], fused: dict[str, float], vector: list[float], k: int,
+             found: dict[str, tuple[str, dict, float]]) -> list[str]:
+        """Greedy maximal marginal relevance over `candidates` (best first): relevance is the fused score scaled
+        to [0, 1] over the candidates; redundancy is the highest cosine similarity to a chunk already picked."""
+        res = self.store.collection.get(ids=candidates, include=["embeddings", "documents", "metadatas"])
+        vecs: dict[str, list[float]] = {}
+        for i, cid in enumerate(res["ids"]):
+            emb = [float(x) for x in res["embeddings"][i]]
+            vecs[cid] = emb
+            found.setdefault(cid, (res["documents"][i], res["metadatas"][i] or {}, _dot(vector, emb)))
+        cands = [c for c in candidates if c in vecs]
+        # Min-max over the candidates: reciprocal-rank scores are compressed (rank 1 and rank 8 differ by less than
+        # 2x), so plain scaling would let an irrelevant but novel chunk beat a relevant one that repeats a little.
+        hi, lo = max(fused[c] for c in cands), min(fused[c] for c in cands)
+        relevance = {c: (fused[c] - lo) / (hi - lo) if hi > lo else 1.0 for c in cands}
+        picked: list[str] = []
+        nearest = {c: -math.inf for c in cands}  # highest similarity to a picked chunk
+        while cands and len(picked) < k:
+            def gain(c: str) -> float:
+                return MMR_LAMBDA * relevance[c] - (1 - MMR_LAMBDA) * (nearest[c] if picked else 0.0)
+
+            choice = max(cands, key=gain)  # ties: the better-ranked candidate (max keeps the first)
+            picked.append(choice)
+            cands.remove(choice)
+            for c in cands:
+                nearest[c] = max(nearest[c], _dot(vecs[c], vecs[choice]))
+        return picked
 
     def _sources(self) -> list[str] | None:
         if not self.source_glob:
@@ -71,3 +129,8 @@ class HybridRetriever(BaseRetriever):
         # Chroma's `where` has no glob; the manifest knows every source, so the glob becomes a list of paths.
         return [r.source for r in self.store.files()
                 if fnmatch.fnmatch(r.source, self.source_glob) or fnmatch.fnmatch(r.source.rsplit("/", 1)[-1], self.source_glob)]
+
+
+def _dot(a: list[float], b: list[float]) -> float:
+    # The embedder's vectors are L2-normalised: the dot product is the cosine similarity.
+    return float(sum(x * y for x, y in zip(a, b)))
