@@ -188,21 +188,26 @@ def _print_sources(answer: Any, show_context: bool) -> None:
             click.echo("      " + s.text.replace("\n", "\n      "))
 
 
-def _answer(rag: Any, question: str, as_json: bool, show_context: bool, session: Any = None) -> None:
+def _answer(rag: Any, question: str, as_json: bool, show_context: bool, session: Any = None) -> Any:
+    """Stream the answer to stdout, then its sources; returns the finished `Answer`."""
     streamer = session.stream(question) if session is not None else rag.stream(question)
     if as_json:
         *_, answer = streamer
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
-        return
+        return answer
     answer = None
-    for item in streamer:
-        if isinstance(item, str):
-            click.echo(item, nl=False)
-        else:
-            answer = item
+    try:
+        for item in streamer:
+            if isinstance(item, str):
+                click.echo(item, nl=False)
+            else:
+                answer = item
+    finally:
+        streamer.close()  # on Ctrl-C: stop generating now and release the model for the next question
     click.echo()
     if answer is not None:
         _print_sources(answer, show_context)
+    return answer
 
 
 @main.command()
@@ -239,14 +244,18 @@ def ask(ctx: click.Context, question: str, store: Path | None, source_glob: str 
 def chat(ctx: click.Context, store: Path | None, show_context: bool, **flags: Any) -> None:
     """Talk with your documents: an interactive session where follow-up questions keep their context.
 
-    Type a question and press Enter; /reset forgets the conversation; /quit, Ctrl-D or Ctrl-C ends it.
+    Type a question and press Enter. /sources shows the passages behind the last answer, /reset forgets the
+    conversation, /exit (or /quit, Ctrl-D) ends the session. Ctrl-C while an answer streams stops that answer,
+    not the session.
     """
     rag = make_rag(ctx, store=store, **flags)
     _check_store(rag)
     for line in rag.model_warnings:
         click.echo(f"warning: {line}", err=True)
     session = rag.chat()
-    click.echo("Ask about your documents (/reset forgets the conversation, /quit ends).", err=True)
+    click.echo("Ask about your documents (/sources: passages of the last answer, /reset: forget the conversation, "
+               "/exit: end; Ctrl-C stops an answer).", err=True)
+    last = None
     while True:
         try:
             question = click.prompt("\n>", prompt_suffix=" ", default="", show_default=False, err=True).strip()
@@ -259,10 +268,20 @@ def chat(ctx: click.Context, store: Path | None, show_context: bool, **flags: An
             return
         if question == "/reset":
             session.history.clear()
+            last = None
             click.echo("(conversation forgotten)", err=True)
             continue
+        if question == "/sources":
+            if last is None:
+                click.echo("(no answer yet)", err=True)
+            else:
+                _print_sources(last, show_context=True)
+            continue
+        if question.startswith("/"):
+            click.echo(f"(unknown command {question.split()[0]}: /sources, /reset, /exit)", err=True)
+            continue
         try:
-            _answer(rag, question, False, show_context, session=session)
+            last = _answer(rag, question, False, show_context, session=session) or last
         except KeyboardInterrupt:
             click.echo("\n(stopped)", err=True)
 

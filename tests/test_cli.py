@@ -121,3 +121,52 @@ def test_hardware_flags_reach_llama_cpp(runner, small_rag, monkeypatch):
     llama = built[-1].llm.client
     assert (llama.n_batch, llama.n_ctx(), llama.context_params.n_threads) == (64, 1024, 1)
     assert json.loads(result.stdout)["answer"]
+
+
+def test_chat_repl_sources_ctrl_c_and_exit(small_rag):
+    """The real `rag chat` in a subprocess: /sources repeats the last answer's passages; Ctrl-C while an
+    answer streams stops that answer, not the session (the next question is answered); /exit ends it."""
+    import signal
+    import threading
+
+    exe = Path(sys.executable).with_name("rag")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    proc = subprocess.Popen([str(exe), "chat", "--store", str(small_rag.settings.store), "--model", "smollm2-135m",
+                             "--max-tokens", "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    out: list[str] = []
+    err: list[str] = []
+    for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
+        threading.Thread(target=lambda s=stream, k=sink: [k.append(c) for c in iter(lambda: s.read(1), "")], daemon=True).start()
+
+    def wait_for(pred, what: str, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert proc.poll() is None, f"chat ended early while waiting for {what}: {''.join(err)[-1500:]}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {''.join(out)[-800:]}"
+            time.sleep(0.05)
+
+    def say(line: str) -> None:
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+
+    try:
+        say("What is CRAN?")
+        wait_for(lambda: "".join(out).count("Sources:") + "".join(out).count("Nearest passages") >= 1, "the first answer")
+        first = "".join(out)
+        say("/sources")
+        wait_for(lambda: "".join(out).count("R-FAQ.pdf") > first.count("R-FAQ.pdf"), "/sources")
+        mark = len("".join(out))
+        say("Write a very long, detailed essay about everything the R FAQ says, section by section.")
+        wait_for(lambda: len("".join(out)) > mark + 20, "the second answer to start streaming")
+        proc.send_signal(signal.SIGINT)
+        wait_for(lambda: "(stopped)" in "".join(err), "the answer to stop")
+        mark = len("".join(out))
+        say("What is CRAN?")
+        wait_for(lambda: "Sources:" in "".join(out)[mark:] or "Nearest passages" in "".join(out)[mark:], "an answer after Ctrl-C")
+        say("/exit")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in "".join(err)
