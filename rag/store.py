@@ -259,9 +259,11 @@ def server_url(settings: Settings) -> str | None:
     return f"http://{settings.chroma_host}:{settings.chroma_port}" if settings.chroma_host else None
 
 
-def _unreachable(url: str, settings: Settings) -> str:
-    return (f"cannot reach the Chroma server at {url}: start it with "
-            f"`chroma run --path DIR --port {settings.chroma_port}` or unset RAG_CHROMA_URL (or chroma_host)")
+def _unreachable(url: str, note: str = "") -> str:
+    from urllib.parse import urlparse
+
+    return (f"cannot reach the Chroma server at {url}{note}: start it with "
+            f"`chroma run --path DIR --port {urlparse(url).port}` or unset RAG_CHROMA_URL (or chroma_host)")
 
 
 def _client(settings: Settings):
@@ -276,7 +278,7 @@ def _client(settings: Settings):
         return chromadb.PersistentClient(path=str(settings.store), settings=chroma_settings)
     except Exception as exc:  # chromadb raises plain exceptions for unreachable servers and bad folders
         if url and "connect" in str(exc).lower():
-            raise StoreError(_unreachable(url, settings)) from None
+            raise StoreError(_unreachable(url)) from None
         where = url or str(settings.store)
         raise StoreError(f"{where}: cannot open the Chroma store ({type(exc).__name__}: {exc})") from None
 
@@ -308,12 +310,7 @@ class _ServerCall:
                     self._target = self._reopen()
                     result = getattr(self._target, name)(*args, **kwargs)
             except httpx.TransportError:
-                from urllib.parse import urlparse
-
-                raise StoreError(
-                    f"cannot reach the Chroma server at {self._url} (it stopped answering): start it with "
-                    f"`chroma run --path DIR --port {urlparse(self._url).port}` or unset RAG_CHROMA_URL (or chroma_host)"
-                ) from None
+                raise StoreError(_unreachable(self._url, " (it stopped answering)")) from None
             # Collections come back wrapped; plain results (ids, documents, counts) as they are.
             return _ServerCall(result, self._url) if type(result).__name__ == "Collection" else result
 
