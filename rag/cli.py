@@ -116,7 +116,8 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], store: Path | None, prun
     """Index files and folders (recursively) into the store.
 
     Unchanged files are skipped, changed files are replaced, and a file that cannot be read is reported
-    and skipped without stopping the run. Exit code 0 when every file went in, 3 when some failed.
+    and skipped without stopping the run; it is not read again until it changes (or --password, --ocr or the
+    chunk settings do). Exit code 0 when every file went in, 3 when some could not be read.
     """
     rag = make_rag(ctx, store=store, password=password, ocr=ocr, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     bar = _IngestProgress(enabled=not quiet)
@@ -126,16 +127,18 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], store: Path | None, prun
         bar.close()
     for line in report.warnings:
         click.echo(f"warning: {line}", err=True)
-    for line in report.failed:
+    for line in report.failed + report.still_failing:
         click.echo(f"failed: {line}", err=True)
-    parts = [f"{len(report.ingested)} ingested", f"{len(report.unchanged)} unchanged", f"{len(report.skipped)} skipped",
-             f"{len(report.failed)} failed"]
+    unchanged = f"{len(report.unchanged)} unchanged"
+    if report.still_failing:
+        unchanged += f" ({len(report.still_failing)} of them still failing)"
+    parts = [f"{len(report.ingested)} ingested", unchanged, f"{len(report.skipped)} skipped", f"{len(report.failed)} failed"]
     if report.pruned:
         parts.append(f"{len(report.pruned)} pruned")
     rate = f" ({report.chunks / report.seconds:.1f} chunks/s)" if report.chunks and report.seconds else ""
     click.echo(f"{report.files} files: {', '.join(parts)}; {report.pages} pages, {report.chunks} chunks in "
                f"{report.seconds:.1f} s{rate}. Store: {rag.settings.store}")
-    if report.failed:
+    if report.failed or report.still_failing:
         sys.exit(EXIT_SOME_FAILED)
 
 

@@ -58,6 +58,9 @@ class IngestReport:
     failed: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Files counted as unchanged that could not be read last time either: not read again until they change
+    # (or the password / OCR / chunk settings do). One line each, naming the file and the reason.
+    still_failing: list[str] = field(default_factory=list)
     pages: int = 0
     chunks: int = 0
     seconds: float = 0.0
@@ -106,7 +109,7 @@ class _Item:
     """One file on its way through the pipeline: what was found, and for "chunks" what is to be stored."""
 
     path: Path
-    kind: str  # "unchanged", "touch" (same content, new mtime), "failed", "empty" or "chunks"
+    kind: str  # "unchanged", "touch" (same content, new mtime), "failed", "still_failing", "empty" or "chunks"
     message: str = ""
     old: FileRecord | None = None
     record: FileRecord | None = None
@@ -205,6 +208,9 @@ class Ingestor:
         empty_fingerprint = f"{fingerprint}+empty-{'ocr' if _ocr_ready(ocr) else 'no-ocr'}"
         self._preparer = _Preparer(splitter, load_options, fingerprint, empty_fingerprint)
         self._preparer.on_ocr_page = lambda path, done, total: self._notify("ocr", (path, done, total))
+        # What a failure was judged under: a new password, OCR becoming available or new chunk settings retry it.
+        secret = hashlib.sha256(password.encode()).hexdigest()[:12] if password else "-"
+        self._failure_fingerprint = f"{empty_fingerprint}|password:{secret}|ocr:{ocr or 'auto'}"
         self._notify: Progress = lambda event, amount: None
 
     @property
@@ -227,6 +233,9 @@ class Ingestor:
                     if rec.source not in wanted and not Path(rec.source).exists():
                         self.store.delete_file(rec.source)
                         report.pruned.append(rec.source)
+                for source in self.store.manifest.failures():
+                    if source not in wanted and not Path(source).exists():
+                        self.store.manifest.clear_failure(source)
             self._redo_pending(report)
             if report.ingested or report.pruned or report.skipped:
                 self.store.lexical()  # rebuild now, so the first question does not pay for it
@@ -237,8 +246,9 @@ class Ingestor:
     def _pipeline(self, files: list[Path], report: IngestReport, announce: bool) -> None:
         """Read files ahead in a reader, embed here, commit in order."""
         known = {rec.source: rec for rec in self.store.files()}  # we hold the write lock: nobody else changes it
+        self._failures = self.store.manifest.failures()
         looked = [(path, known.get(str(path))) for path in files]
-        looked = [(path, old, self._preparer.quick(path, old)) for path, old in looked]
+        looked = [(path, old, self._still_failing(path, old) or self._preparer.quick(path, old)) for path, old in looked]
         self._done.update(str(path) for path in files)
         to_read = sum(not isinstance(q, _Item) for _, _, q in looked)
         todo = deque(looked)
@@ -307,9 +317,35 @@ class Ingestor:
             at += e - s
         self._notify("chunks", len(texts))
 
+    def _still_failing(self, path: Path, old: FileRecord | None) -> _Item | None:
+        """The file failed last time, and neither it nor the settings it was read with changed since."""
+        failure = self._failures.get(str(path))
+        if failure is None or (old is not None and old.status == "pending"):
+            return None
+        size, mtime_ns, fingerprint, reason = failure
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        if (st.st_size, st.st_mtime_ns, fingerprint) != (size, mtime_ns, self._failure_fingerprint):
+            return None
+        return _Item(path, "still_failing", message=f"{reason} (unchanged since the last run: not read again)", old=old)
+
     def _apply(self, item: _Item, report: IngestReport) -> None:
         """Commit one read file to the store and the report (this thread, in discovery order)."""
         source = item.source
+        if item.kind == "still_failing":
+            report.unchanged.append(source)
+            report.still_failing.append(item.message)
+            return
+        if item.kind == "failed":
+            try:
+                st = item.path.stat()
+                self.store.manifest.put_failure(source, st.st_size, st.st_mtime_ns, self._failure_fingerprint, item.message)
+            except OSError:
+                pass  # gone or unreadable: nothing to compare with next time
+        elif source in self._failures:
+            self.store.manifest.clear_failure(source)  # read fine now
         if item.kind == "unchanged":
             report.unchanged.append(source)
         elif item.kind == "touch":

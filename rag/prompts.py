@@ -71,6 +71,18 @@ def cited_numbers(answer: str, k: int) -> list[int]:
 
 
 def is_refusal(answer: str) -> bool:
-    """True when the model said the documents do not hold the answer."""
+    """True when the model said the documents do not hold the answer.
+
+    A refusal sentence that opens the answer, or that comes with nothing cited, is a refusal; one tacked on
+    after a cited answer ("R was written by Ross Ihaka [1]. The documents do not say.", which small models do
+    when one part of a question is not covered) is not: the answer and its citations stand.
+    """
     text = answer.strip().lower()
-    return any(r.lower().rstrip("。.") in text for r in REFUSAL.values()) or "无法回答" in text
+    for marker in [r.lower().rstrip("。.") for r in REFUSAL.values()] + ["无法回答"]:
+        at = text.find(marker)
+        if at < 0:
+            continue
+        if not text[:at].strip(" \n\t\"'“”「」*:：-"):
+            return True
+        return not _CITATION.search(text[:at] + text[at + len(marker):])
+    return False

@@ -278,7 +278,6 @@ def create_app(rag: RAG, settings: Settings | None = None, docs: Sequence[Path |
     queue = ModelQueue(rag)
     ingest_lock = asyncio.Lock()
     name = model_name(settings)
-    _serialize_lexical(rag)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -394,23 +393,6 @@ def _ingest(rag: RAG, paths: list[Path]) -> Any:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-
-def _serialize_lexical(rag: RAG) -> None:
-    """Requests and ingests run in different threads, and both may rebuild the BM25 index when the store has
-    changed (Store.lexical); two rebuilds at once would rename the same folders. Take turns."""
-    store = rag.store
-    if getattr(store, "_serve_lexical_lock", None) is not None:
-        return
-    lock = threading.Lock()
-    lexical = store.lexical
-
-    def serialized() -> Any:
-        with lock:
-            return lexical()
-
-    store._serve_lexical_lock = lock
-    store.lexical = serialized
 
 
 async def _collect(queue: ModelQueue, question: str, history: list[tuple[str, str]]) -> tuple[str, Any, str]:

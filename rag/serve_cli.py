@@ -61,7 +61,8 @@ def serve_command() -> click.Command:
                        "your documents", err=True)
         for line in rag.model_warnings:
             click.echo(f"warning: {line}", err=True)
-        _ = rag.llm, rag.store  # load now: errors show before the server starts, and the first answer is not slow
+        rag.store.serve()  # an embedded store is this server's alone: other processes' ingests are refused
+        _ = rag.llm  # load now: errors show before the server starts, and the first answer is not slow
         app = create_app(rag, rag.settings, docs=docs)
         shown = sock.getsockname()
         url = f"http://{host if ':' not in host else f'[{host}]'}:{shown[1]}"

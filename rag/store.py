@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,9 @@ from rag.config import Settings
 
 MANIFEST_NAME = "manifest.sqlite3"
 LOCK_NAME = "write.lock"
+# Held by `rag serve` over an embedded store: embedded Chroma keeps its index in the serving process, so
+# another process writing to the same folder would corrupt what the server sees.
+SERVE_LOCK_NAME = "serve.lock"
 # Chroma rejects larger batches (its limit here was 5,461); stay well below.
 WRITE_BATCH = 1000
 
@@ -62,6 +66,11 @@ class Manifest:
                 chunks INTEGER, fingerprint TEXT, status TEXT, ingested_at REAL, chunk_ids TEXT)"""
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        # Files that could not be read, as they were then: an unchanged one is not read again on the next run.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS failures (source TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
+            "fingerprint TEXT, reason TEXT)"
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -85,6 +94,20 @@ class Manifest:
 
     def remove(self, source: str) -> None:
         self._db.execute("DELETE FROM files WHERE source = ?", (source,))
+
+    def failures(self) -> dict[str, tuple[int, int, str, str]]:
+        """source -> (size, mtime_ns, fingerprint, reason) of files that failed."""
+        return {r[0]: tuple(r[1:]) for r in self._db.execute("SELECT * FROM failures")}
+
+    def put_failure(self, source: str, size: int, mtime_ns: int, fingerprint: str, reason: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO failures VALUES (?,?,?,?,?)", (source, size, mtime_ns, fingerprint, reason))
+
+    def clear_failure(self, source: str | None = None) -> None:
+        """Forget one file's failure, or all of them (None)."""
+        if source is None:
+            self._db.execute("DELETE FROM failures")
+        else:
+            self._db.execute("DELETE FROM failures WHERE source = ?", (source,))
 
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -123,11 +146,42 @@ class Store:
             )
         self.manifest = Manifest(self.root / MANIFEST_NAME)
         self._lexical = None
+        self._lexical_lock = threading.Lock()  # a request and an ingest may both find the index stale
+        self._serving: Any = None
+
+    def serve(self) -> None:
+        """Claim an embedded store for this process (`rag serve`) until it exits: ingests from other
+        processes are refused, and a second server on the same folder too. A Chroma server needs no claim."""
+        if self.server or self._serving is not None:
+            return
+        fh = (self.root / SERVE_LOCK_NAME).open("a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise StoreError(f"{self.root}: already served by another `rag serve`; stop it, or use another --store") from None
+        self._serving = fh  # the lock lives as long as the file stays open, released when the process dies
+
+    def _refuse_if_served_elsewhere(self) -> None:
+        if self.server or self._serving is not None:
+            return
+        path = self.root / SERVE_LOCK_NAME
+        if not path.exists():
+            return
+        with path.open("a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(
+                    f"{self.root}: this store is being served by `rag serve`; ingest through it "
+                    "(the page's upload, or POST /api/ingest) or stop it first"
+                ) from None
 
     # --- writing, file by file ---
     @contextlib.contextmanager
     def writer(self, wait: bool = False) -> Iterator[None]:
         """Hold the store's write lock; a second writer waits (wait=True) or gets a StoreError."""
+        self._refuse_if_served_elsewhere()
         fh = (self.root / LOCK_NAME).open("a+")
         try:
             try:
@@ -176,6 +230,7 @@ class Store:
         self.collection = self._open_collection()
         for rec in self.manifest.all():
             self.manifest.remove(rec.source)
+        self.manifest.clear_failure()
         self._bump()
 
     def _bump(self) -> None:
@@ -209,6 +264,10 @@ class Store:
     # --- the lexical index ---
     def lexical(self):
         """The BM25 index of every chunk, rebuilt first when the store changed since it was built."""
+        with self._lexical_lock:
+            return self._current_lexical()
+
+    def _current_lexical(self):
         from rag.lexical import LexicalIndex
 
         if self._lexical is None:

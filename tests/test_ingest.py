@@ -101,6 +101,20 @@ def test_second_writer_is_refused(rag, folder):
             rag.ingest(folder)
 
 
+def test_a_served_store_refuses_other_writers(rag, folder, tmp_path, embeddings):
+    """`rag serve` claims its embedded store; a writer holding another handle (as another process would) is
+    refused, the server's own writer is not, and the claim ends with the server."""
+    server = rag_with(rag.settings.store, embeddings)
+    server.store.serve()
+    with pytest.raises(StoreError, match="being served by `rag serve`"):
+        rag.ingest(folder)
+    with pytest.raises(StoreError, match="already served"):
+        rag_with(rag.settings.store, embeddings).store.serve()
+    assert len(server.ingest(folder).ingested) == DATA_INGESTED  # ingests through the server go in
+    server.store._serving.close()  # what the server's exit does
+    assert len(rag.ingest(folder).unchanged) == DATA_INGESTED
+
+
 def test_store_remembers_its_embedding_model(tmp_path, embeddings):
     rag = rag_with(tmp_path / "store", embeddings)
     rag.store.count()

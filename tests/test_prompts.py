@@ -17,6 +17,12 @@ def test_refusal_detection():
     assert prompts.is_refusal("The documents do not say.")
     assert prompts.is_refusal("根据已知信息无法回答该问题。")
     assert not prompts.is_refusal("R was written by Ross Ihaka [1].")
+    # A refusal with an explanation and nothing cited is still a refusal.
+    assert prompts.is_refusal("The passages only cover R's mirrors. The documents do not say.")
+    assert prompts.is_refusal("**The documents do not say.** [1] is about CRAN.")
+    # A cited answer with the refusal sentence tacked on (for a part it could not answer) is an answer.
+    assert not prompts.is_refusal("R was written by Ross Ihaka and Robert Gentleman [1]. The documents do not say when.")
+    assert not prompts.is_refusal("Rust 用 rustup 安装 [2]。根据已知信息无法回答该问题的其余部分。")
 
 
 def test_context_is_numbered():

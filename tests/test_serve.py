@@ -373,6 +373,15 @@ def test_rag_serve_command(small_rag, tmp_path):
         assert_error(httpx.get(f"{url}/v1/models"), 401)
         resp = client(url, "from-env").chat.completions.create(model="rag", messages=[{"role": "user", "content": "What is CRAN?"}])
         assert resp.choices[0].message.content.strip() and resp.model_extra["sources"]
+        # The embedded store is the server's: another process's ingest, or a second server, is refused in one line.
+        rag_cmd = str(Path(sys.executable).with_name("rag"))
+        other = subprocess.run([rag_cmd, "ingest", str(REPO / "data"), "--store", str(small_rag.settings.store), "--quiet"],
+                               env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert other.returncode not in (0, 3) and "being served by `rag serve`" in other.stderr, other.stderr
+        assert "Traceback" not in other.stderr
+        second = subprocess.run([rag_cmd, "serve", "--port", "0", "--store", str(small_rag.settings.store), "--model",
+                                 "smollm2-135m"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert second.returncode != 0 and "already served by another `rag serve`" in second.stderr, second.stderr
     finally:
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(timeout=60)
