@@ -36,6 +36,10 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=CHUNKS, help=f"chunks asked of the retriever per query (default {CHUNKS})")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, python {platform.python_version()}")
+    from rag import lexical, retrieval
+
+    print(f"retrieval: RRF k {retrieval.RRF_K}, dense weight {retrieval.DENSE_WEIGHT}, pools >= {retrieval.POOL_MIN}; "
+          f"BM25 tokeniser {lexical.tokenizer_name()}")
 
     sets = [("scifact", args.scifact, args.split), ("cmrc2018", args.cmrc, None)]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
