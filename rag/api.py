@@ -41,7 +41,7 @@ class RAG:
             return RemoteEmbeddings(s.embedding_url, s.embedding_model, s.embedding_api_key, s.embedding_batch_size)
         from rag.embeddings import LocalEmbeddings
 
-        return LocalEmbeddings(self.embedding_model_dir, s.embedding_model, s.embedding_batch_size)
+        return LocalEmbeddings(self.embedding_model_dir, s.embedding_model, s.embedding_batch_size, backend=s.embedding_backend)
 
     @property
     def embedding_identity(self) -> str:
