@@ -1,6 +1,6 @@
 """The answering chain (LCEL): condense a follow-up -> retrieve -> fit the context budget -> prompt in the
 question's language -> model -> numbered citations. Input: a question (str) or {"question", "chat_history"};
-output: {"question", "standalone", "sources", "grounded", "answer", "cited", "refused"}, streamable."""
+output: {"question", "standalone", "sources", "grounded", "dropped", "answer", "cited", "refused"}, streamable."""
 
 from __future__ import annotations
 
@@ -48,9 +48,16 @@ class Answer:
     context: list[Source] = field(default_factory=list)
     refused: bool = False
     standalone_question: str | None = None
+    # Retrieved passages the model did not see whole: {"source", "page", "score", "reason"} each.
+    dropped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"answer": self.text, "sources": [s.to_dict() for s in self.sources], "refused": self.refused}
+
+
+def _dropped(doc: Document, reason: str) -> dict[str, Any]:
+    meta = doc.metadata
+    return {"source": meta.get("source", "?"), "page": meta.get("page"), "score": float(meta.get("score", 0.0)), "reason": reason}
 
 
 def display_label(source: str, page: int | None) -> str:
@@ -81,6 +88,7 @@ def answer_from_output(out: dict[str, Any]) -> Answer:
         context=context,
         refused=bool(out.get("refused")),
         standalone_question=out.get("standalone"),
+        dropped=list(out.get("dropped") or []),
     )
 
 
@@ -162,10 +170,19 @@ class AnswerChain:
 
     def _select(self, x: dict[str, Any]) -> dict[str, Any]:
         """`sources`: the passages the model will see, numbered [1].. in this order; when none is relevant
-        enough, the nearest ones (for display) and `grounded` False, which means: refuse without asking."""
+        enough, the nearest ones (for display) and `grounded` False, which means: refuse without asking.
+        `dropped`: each retrieved passage the model does not see whole, and why."""
         retrieved = x.pop("retrieved")
-        context = self.fit(x, self.relevant(retrieved))
-        return {**x, "sources": context or retrieved, "grounded": bool(context)}
+        relevant = self.relevant(retrieved)
+        context = self.fit(x, relevant)
+        dropped = [_dropped(d, f"score {d.metadata.get('score', 0.0):.2f} below min_score {self.min_score}")
+                   for d in retrieved if d not in relevant]
+        budget = f"does not fit the context budget (n_ctx {self.n_ctx}, {self.max_tokens} tokens kept for the answer)"
+        dropped += [_dropped(d, budget) for d in relevant[len(context):]]
+        if context and len(context[0].page_content) < len(relevant[0].page_content):
+            dropped.append(_dropped(relevant[0], f"cut to {len(context[0].page_content)} of "
+                                                 f"{len(relevant[0].page_content)} characters to fit n_ctx {self.n_ctx}"))
+        return {**x, "sources": context or retrieved, "grounded": bool(context), "dropped": dropped}
 
     def relevant(self, docs: list[Document]) -> list[Document]:
         return [d for d in docs if d.metadata.get("score", 1.0) >= self.min_score]

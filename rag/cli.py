@@ -191,12 +191,21 @@ def _print_sources(answer: Any, show_context: bool) -> None:
             click.echo("      " + s.text.replace("\n", "\n      "))
 
 
-def _answer(rag: Any, question: str, as_json: bool, show_context: bool, session: Any = None) -> Any:
+def _print_dropped(answer: Any) -> None:
+    from rag.chain import display_label
+
+    for d in answer.dropped:
+        click.echo(f"dropped: {display_label(d['source'], d['page'])} (score {d['score']:.2f}): {d['reason']}", err=True)
+
+
+def _answer(rag: Any, question: str, as_json: bool, show_context: bool, session: Any = None, verbose: bool = False) -> Any:
     """Stream the answer to stdout, then its sources; returns the finished `Answer`."""
     streamer = session.stream(question) if session is not None else rag.stream(question)
     if as_json:
         *_, answer = streamer
         click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
+        if verbose:
+            _print_dropped(answer)
         return answer
     answer = None
     try:
@@ -210,6 +219,8 @@ def _answer(rag: Any, question: str, as_json: bool, show_context: bool, session:
     click.echo()
     if answer is not None:
         _print_sources(answer, show_context)
+        if verbose:
+            _print_dropped(answer)
     return answer
 
 
@@ -219,12 +230,13 @@ def _answer(rag: Any, question: str, as_json: bool, show_context: bool, session:
 @model_options
 @click.option("--source", "source_glob", default=None, help="Only search files whose path or name matches this glob.")
 @click.option("--show-context", is_flag=True, help="Also print the passages given to the model.")
+@click.option("-v", "--verbose", is_flag=True, help="Also say (on stderr) which retrieved passages were left out and why: below min_score, or over the context budget.")
 @click.option("--json", "as_json", is_flag=True,
               help='Print one JSON object {"answer": str, "sources": [{"source", "page", "text", "score"}]}.')
 @click.pass_context
 @handle_errors
 def ask(ctx: click.Context, question: str, store: Path | None, source_glob: str | None, show_context: bool,
-        as_json: bool, **flags: Any) -> None:
+        verbose: bool, as_json: bool, **flags: Any) -> None:
     """Answer QUESTION from the ingested documents, streaming, with numbered sources (file, page).
 
     When the documents do not hold the answer, it says so instead of guessing.
@@ -235,16 +247,17 @@ def ask(ctx: click.Context, question: str, store: Path | None, source_glob: str 
         click.echo(f"warning: {line}", err=True)
     if source_glob:
         rag.retriever.source_glob = source_glob
-    _answer(rag, question, as_json, show_context)
+    _answer(rag, question, as_json, show_context, verbose=verbose)
 
 
 @main.command()
 @store_option
 @model_options
 @click.option("--show-context", is_flag=True, help="Also print the passages given to the model.")
+@click.option("-v", "--verbose", is_flag=True, help="Also say (on stderr) which retrieved passages were left out and why: below min_score, or over the context budget.")
 @click.pass_context
 @handle_errors
-def chat(ctx: click.Context, store: Path | None, show_context: bool, **flags: Any) -> None:
+def chat(ctx: click.Context, store: Path | None, show_context: bool, verbose: bool, **flags: Any) -> None:
     """Talk with your documents: an interactive session where follow-up questions keep their context.
 
     Type a question and press Enter. /sources shows the passages behind the last answer, /reset forgets the
@@ -284,7 +297,7 @@ def chat(ctx: click.Context, store: Path | None, show_context: bool, **flags: An
             click.echo(f"(unknown command {question.split()[0]}: /sources, /reset, /exit)", err=True)
             continue
         try:
-            last = _answer(rag, question, False, show_context, session=session) or last
+            last = _answer(rag, question, False, show_context, session=session, verbose=verbose) or last
         except KeyboardInterrupt:
             click.echo("\n(stopped)", err=True)
 

@@ -59,6 +59,7 @@ def test_nothing_relevant_means_refusal_without_calling_the_model(small_rag):
     chain, fake = make_chain(small_rag, ["should not be used"], min_score=0.99)
     answer = answer_from_output(chain.invoke("What is the airspeed velocity of an unladen swallow?"))
     assert answer.refused and answer.text == "The documents do not say."
+    assert len(answer.dropped) == 4 and all("below min_score" in d["reason"] for d in answer.dropped)
     assert fake.seen == []
     assert len(answer.context) == 4  # the nearest passages are still reported
     assert answer.sources == []
@@ -80,6 +81,11 @@ def test_context_budget_drops_passages_that_do_not_fit(small_rag, n_ctx):
     assert sum(len(m.content) // 2 + 1 + 4 for m in fake.seen[0]) <= n_ctx - 200 - 16
     first = out["sources"][0].page_content
     assert first[:40] in system  # the best passage is there, whole or cut to fit
+    # and what did not fit is reported (rag ask --verbose prints it), each with its reason
+    left_out = [d for d in out["dropped"] if "context budget" in d["reason"] or "cut to" in d["reason"]]
+    assert left_out and all(d["source"] and "n_ctx" in d["reason"] for d in left_out)
+    shown = {(d.metadata["source"], d.metadata.get("page")) for d in out["sources"]}
+    assert all((d["source"], d["page"]) not in shown for d in left_out if "context budget" in d["reason"])
 
 
 def test_follow_up_is_condensed_before_retrieval(small_rag):

@@ -53,6 +53,13 @@ def test_ingest_ask_json_list(runner, small_rag, tmp_path):
     assert isinstance(payload["answer"], str) and payload["answer"]
     for s in payload["sources"]:
         assert set(s) >= {"source", "page", "text", "score"}
+    # A context too small for 4 passages: --verbose says, on stderr, what was left out and why.
+    result = runner.invoke(main, ["ask", "How can R be installed on Windows?", "--store", store, "--model", "smollm2-135m",
+                                  "--n-ctx", "700", "--max-tokens", "32", "--verbose"])
+    assert result.exit_code == 0, result.output
+    dropped = [line for line in result.stderr.splitlines() if line.startswith("dropped: ")]
+    assert dropped and all("n_ctx 700" in line or "below min_score" in line for line in dropped), result.stderr
+    assert "dropped: " not in result.stdout
     result = runner.invoke(main, ["list", "--store", store])
     assert "R-FAQ.pdf" in result.output and "52 pages" in result.output
     result = runner.invoke(main, ["stats", "--store", store])
