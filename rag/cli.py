@@ -72,6 +72,9 @@ def model_options(fn: Callable) -> Callable:
     return fn
 
 
+verbose_option = click.option("-v", "--verbose", is_flag=True, help="Also say (on stderr) which retrieved passages were left out and why: below min_score, or over the context budget.")
+
+
 def make_rag(ctx: click.Context, **flags: Any):
     from rag.api import RAG
 
@@ -230,7 +233,7 @@ def _answer(rag: Any, question: str, as_json: bool, show_context: bool, session:
 @model_options
 @click.option("--source", "source_glob", default=None, help="Only search files whose path or name matches this glob.")
 @click.option("--show-context", is_flag=True, help="Also print the passages given to the model.")
-@click.option("-v", "--verbose", is_flag=True, help="Also say (on stderr) which retrieved passages were left out and why: below min_score, or over the context budget.")
+@verbose_option
 @click.option("--json", "as_json", is_flag=True,
               help='Print one JSON object {"answer": str, "sources": [{"source", "page", "text", "score"}]}.')
 @click.pass_context
@@ -254,7 +257,7 @@ def ask(ctx: click.Context, question: str, store: Path | None, source_glob: str 
 @store_option
 @model_options
 @click.option("--show-context", is_flag=True, help="Also print the passages given to the model.")
-@click.option("-v", "--verbose", is_flag=True, help="Also say (on stderr) which retrieved passages were left out and why: below min_score, or over the context budget.")
+@verbose_option
 @click.pass_context
 @handle_errors
 def chat(ctx: click.Context, store: Path | None, show_context: bool, verbose: bool, **flags: Any) -> None:

@@ -311,6 +311,9 @@ class Store:
 
     def close(self) -> None:
         self.manifest.close()
+        if self._serving is not None:
+            self._serving.close()  # gives up a `rag serve` claim
+            self._serving = None
 
 
 def server_url(settings: Settings) -> str | None:

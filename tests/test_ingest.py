@@ -111,7 +111,7 @@ def test_a_served_store_refuses_other_writers(rag, folder, tmp_path, embeddings)
     with pytest.raises(StoreError, match="already served"):
         rag_with(rag.settings.store, embeddings).store.serve()
     assert len(server.ingest(folder).ingested) == DATA_INGESTED  # ingests through the server go in
-    server.store._serving.close()  # what the server's exit does
+    server.store.close()  # as the server's exit does
     assert len(rag.ingest(folder).unchanged) == DATA_INGESTED
 
 
