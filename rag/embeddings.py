@@ -108,15 +108,18 @@ class LocalEmbeddings(Embeddings):
 
         transformer, rest = self.model[0], list(self.model)[1:]
         tokenizer = self.model.tokenizer
-        # Longest first, like sentence-transformers: batches of similar length waste little on padding.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        # Tokenized once, then batched by token count (longest first): batches of equal length waste almost
+        # nothing on padding. Sorting by characters, as sentence-transformers does, padded ~17% more tokens on
+        # the Debian reference's chunks.
+        encoded = tokenizer(texts, truncation=True, max_length=int(self.model.max_seq_length))
+        keys = list(encoded.keys())
+        order = sorted(range(len(texts)), key=lambda i: -len(encoded["input_ids"][i]))
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                features = dict(tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                          max_length=int(self.model.max_seq_length), pad_to_multiple_of=PAD_MULTIPLE,
-                                          return_tensors="pt"))
+                features = dict(tokenizer.pad({k: [encoded[k][i] for i in idx] for k in keys},
+                                              pad_to_multiple_of=PAD_MULTIPLE, return_tensors="pt"))
                 features = transformer(features)
                 features["token_embeddings"] = features["token_embeddings"].float()
                 for module in rest:  # pooling (and whatever else the model stacks after the transformer)
@@ -126,19 +129,22 @@ class LocalEmbeddings(Embeddings):
         return out / np.maximum(norms, 1e-12)
 
 
-
 @functools.cache
-def _packed_linear_class():
-    """`PackedLinear`, defined on first use so that importing this module does not import torch."""
+def _packed_classes():
+    """`PackedLinear` and `PackedResidual`, defined on first use so that importing this module does not import
+    torch."""
     import torch
 
     class PackedLinear(torch.nn.Module):
         """A bfloat16 `nn.Linear` as one oneDNN matmul with its weight reordered once and the bias fused, instead
-        of PyTorch's addmm, which copies the bias into the output and re-lays the weight out on every call."""
+        of PyTorch's addmm, which copies the bias into the output and re-lays the weight out on every call.
+        `activation="gelu"` also fuses an exact (erf) GELU into the matmul, saving a pass over the 4x wide
+        intermediate activations."""
 
-        def __init__(self, linear: torch.nn.Linear) -> None:
+        def __init__(self, linear: torch.nn.Linear, activation: str = "none") -> None:
             super().__init__()
             self.in_features, self.out_features = linear.in_features, linear.out_features
+            self.activation = activation
             weight = linear.weight.detach().to(torch.bfloat16)
             self.register_buffer("packed_weight", torch.ops.mkldnn._reorder_linear_weight(weight, 2048), persistent=False)
             bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
@@ -146,34 +152,84 @@ def _packed_linear_class():
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             shape = x.shape
-            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.packed_weight, self.bias, "none", [], "")
+            algorithm = "none" if self.activation == "gelu" else ""  # "none": erf GELU, not the tanh estimate
+            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.packed_weight, self.bias,
+                                                   self.activation, [], algorithm)
             return y.reshape(*shape[:-1], self.out_features)
 
-    return PackedLinear
+    class PackedResidual(torch.nn.Module):
+        """BERT's `LayerNorm(dense(x) + residual)` (BertSelfOutput, BertOutput; dropout is off at inference) with
+        the residual added inside the matmul."""
+
+        def __init__(self, block: torch.nn.Module) -> None:
+            super().__init__()
+            self.dense = PackedLinear(block.dense)
+            self.LayerNorm = block.LayerNorm
+
+        def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+            shape, dense = hidden_states.shape, self.dense
+            y = torch.ops.mkldnn._linear_pointwise.binary(hidden_states.reshape(-1, shape[-1]),
+                                                          input_tensor.reshape(-1, input_tensor.shape[-1]),
+                                                          dense.packed_weight, dense.bias, "add")
+            return self.LayerNorm(y.reshape(*shape[:-1], dense.out_features))
+
+    return PackedLinear, PackedResidual
+
+
+def _fast_replacement(child):
+    """The packed stand-in for `child` and a probe input tuple to check it on, or None when there is none."""
+    import torch
+
+    packed_linear, packed_residual = _packed_classes()
+    if type(child) is torch.nn.Linear:
+        return packed_linear(child), (torch.randn(3, 5, child.in_features, dtype=torch.bfloat16),)
+    try:
+        from transformers.activations import GELUActivation
+        from transformers.models.bert import modeling_bert as bert
+    except ImportError:
+        return None
+    if (type(child) is bert.BertIntermediate and type(child.dense) is torch.nn.Linear
+            and type(child.intermediate_act_fn) is GELUActivation and child.intermediate_act_fn.act is torch.nn.functional.gelu):
+        return packed_linear(child.dense, "gelu"), (torch.randn(3, 5, child.dense.in_features, dtype=torch.bfloat16),)
+    if type(child) in (bert.BertSelfOutput, bert.BertOutput) and type(child.dense) is torch.nn.Linear:
+        probe = (torch.randn(3, 5, child.dense.in_features, dtype=torch.bfloat16),
+                 torch.randn(3, 5, child.dense.out_features, dtype=torch.bfloat16))
+        return packed_residual(child), probe
+    return None
 
 
 def _pack_linears(module) -> int:
-    """Swap every `nn.Linear` under `module` (already bfloat16) for a `PackedLinear`, after checking one on a small
-    input; returns how many were swapped (0 when this torch lacks the oneDNN ops: plain bfloat16 layers then)."""
+    """Swap the linear layers under `module` (already bfloat16) for packed oneDNN matmuls: BERT's feed-forward
+    layer with its GELU fused, its output layers with the residual add fused, every other `nn.Linear` alone.
+    Each stand-in is checked against the layer it replaces on a random input first; one that disagrees (or
+    oneDNN ops this torch lacks) leaves that layer as it was. Returns how many layers were swapped."""
     import torch
 
-    linears = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
-               if type(child) is torch.nn.Linear]
-    if not linears:
-        return 0
-    try:
-        packed_cls = _packed_linear_class()
-        with torch.inference_mode():
-            packed = [packed_cls(child) for _, _, child in linears]
-            first = linears[0][2]
-            probe = torch.randn(3, first.in_features, dtype=torch.bfloat16)
-            if not torch.allclose(packed[0](probe).float(), first(probe).float(), atol=0.05, rtol=0.05):
-                return 0
-    except Exception:  # internal oneDNN ops missing or refusing this build: keep the plain layers
-        return 0
-    for (parent, name, _), fast in zip(linears, packed):
-        setattr(parent, name, fast)
-    return len(packed)
+    swaps, seen = [], set()
+    for parent in module.modules():
+        if id(parent) in seen:
+            continue
+        for name, child in parent.named_children():
+            try:
+                found = _fast_replacement(child)
+            except Exception:  # internal oneDNN ops missing or refusing this build
+                found = None
+            if found is None:
+                continue
+            fast, probe = found
+            seen.update(id(m) for m in child.modules())  # its own linear layers are inside the stand-in now
+            swaps.append((parent, name, child, fast, probe))
+    swapped = 0
+    with torch.inference_mode():
+        for parent, name, child, fast, probe in swaps:
+            try:
+                ok = torch.allclose(fast(*probe).float(), child(*probe).float(), atol=0.1, rtol=0.05)
+            except Exception:
+                ok = False
+            if ok:
+                setattr(parent, name, fast)
+                swapped += 1
+    return swapped
 
 
 # --- embeddings from an OpenAI-compatible endpoint ------------------------------------------------------------
