@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from rag.splitting import Splitter
 
 PREFETCH = 2  # files read and split ahead of the ones being embedded
+# Files are read ahead while fewer chunks than this wait for vectors: enough to keep the embedder busy through
+# a long parse (a 261-page PDF reads for ~10 s), small enough to bound memory (texts only, ~1 MB).
+READ_AHEAD_CHUNKS = 1024
 MAX_READER_CRASHES = 3  # after this many crashed reader processes, read in a thread for the rest of the run
 # Split by the parent and by a new reader process; the two must agree before the process is used.
 _PROBE = ("Ingest probe. " * 40 + "\n\n" + "中文的句子，用来检查分块。" * 30 + "\n" + "x = 1; " * 60).strip()
@@ -259,11 +262,11 @@ class Ingestor:
         readers = _Readers(self._preparer, self.embeddings, process=self.reader == "process" or (self.reader == "auto" and to_read >= 2))
         try:
             while todo or window or ready:
-                # Read ahead: at most `prefetch` files at a time, and only while less than one embedding step of
-                # chunks is waiting, so that memory is bounded by a few files, never by the corpus.
+                # Read ahead: at most `prefetch` files at a time, and only while fewer than READ_AHEAD_CHUNKS
+                # chunks are waiting, so that memory is bounded by a few files, never by the corpus.
                 in_flight = sum(isinstance(w, Future) for w in window)
                 waiting = sum(item.missing for item in ready)
-                while todo and in_flight < self.prefetch and waiting < step:
+                while todo and in_flight < self.prefetch and waiting < max(step, READ_AHEAD_CHUNKS):
                     path, old, quick = todo.popleft()
                     if isinstance(quick, _Item):
                         window.append(quick)
