@@ -5,12 +5,12 @@ Two ways to run the same model (`backend`):
 
 - "torch": float32, sentence-transformers' own `encode`.
 - "bf16": the transformer's weights and activations in bfloat16, its linear layers as oneDNN matmuls with the
-  weights packed once (bias added inside the matmul), pooling and normalisation in float32, and batches padded
-  to a multiple of 16 tokens so that oneDNN reuses its compiled kernels. On a CPU with Intel AMX the matrix
-  products run on the tile unit: about 2.5x the float32 throughput for the same vectors (cosine with the
-  float32 vectors 0.9999; see notes/ingest-findings.md for SciFact nDCG@10); on a CPU with AVX512-BF16 (AMD
-  Zen 4) about 1.9x. Without either (AVX2 or plain AVX-512 CPUs) bfloat16 is emulated and slower than float32,
-  so "auto" does not pick it there.
+  weights packed once (bias, BERT's GELU and residual adds fused into them), pooling and normalisation in
+  float32; texts tokenized once and batched by token count, each batch padded to a multiple of 16 tokens so
+  that oneDNN reuses its compiled kernels. Measured against float32 on the same chunks (cosine with the float32
+  vectors 0.9999; SciFact nDCG@10 within 0.001, notes/ingest-findings.md): about 2.2x on a CPU with
+  AVX512-BF16 (AMD Zen 4), 2.5x with Intel AMX (before the fusions). Without either (AVX2 or plain AVX-512
+  CPUs) bfloat16 is emulated and slower than float32, so "auto" does not pick it there.
 - "auto" (default): "bf16" when the CPU has AMX-BF16 or AVX512-BF16 and torch can use it, else "torch".
 """
 
@@ -33,7 +33,7 @@ class EmbeddingError(ValueError):
 def native_bf16_available() -> bool:
     """True when this CPU multiplies bfloat16 in hardware and torch (oneDNN) may use it: AMX-BF16 (Intel
     Sapphire Rapids and later; the kernel must grant the tiles) or AVX512-BF16 (AMD Zen 4 and later, Intel
-    Cooper Lake). On AMX the bf16 path measured ~2.5x float32, on an AVX512-BF16 AMD EPYC 1.86x."""
+    Cooper Lake). On AMX the bf16 path measured ~2.5x float32, on an AVX512-BF16 AMD EPYC 2.2x."""
     try:
         import torch
 
