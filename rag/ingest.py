@@ -5,7 +5,8 @@ The stages overlap: a reader (a child Python process when there are several file
 single one) hashes, loads and splits the next files, at most `prefetch` ahead, while this process embeds; the
 chunks of small files are embedded together, in batches of up to 4 x the embedding batch size. Each file is
 still committed whole, on its own and in discovery order (`Store.replace_file`, under the manifest's 'pending'
-mark), right after its last vector; memory holds at most the files being prefetched plus one embedding step.
+mark), right after its last vector; memory holds at most the files being prefetched and about
+READ_AHEAD_CHUNKS chunks waiting for vectors (plus the last file read).
 A child process rather than a thread, because PDF parsing is pure Python: in a thread it holds the GIL that
 the embedding loop needs between operators, and measured, that halved embedding throughput (see
 notes/ingest-findings.md). A file that crashes the reader process (a segfault in a parser, the OOM killer) is
