@@ -181,8 +181,12 @@ def _fast_replacement(child):
     import torch
 
     packed_linear, packed_residual = _packed_classes()
+
+    def probe(*widths: int) -> tuple:  # a random bfloat16 input (3 texts of 5 tokens) per argument
+        return tuple(torch.randn(3, 5, w, dtype=torch.bfloat16) for w in widths)
+
     if type(child) is torch.nn.Linear:
-        return packed_linear(child), (torch.randn(3, 5, child.in_features, dtype=torch.bfloat16),)
+        return packed_linear(child), probe(child.in_features)
     try:
         from transformers.activations import GELUActivation
         from transformers.models.bert import modeling_bert as bert
@@ -190,11 +194,9 @@ def _fast_replacement(child):
         return None
     if (type(child) is bert.BertIntermediate and type(child.dense) is torch.nn.Linear
             and type(child.intermediate_act_fn) is GELUActivation and child.intermediate_act_fn.act is torch.nn.functional.gelu):
-        return packed_linear(child.dense, "gelu"), (torch.randn(3, 5, child.dense.in_features, dtype=torch.bfloat16),)
+        return packed_linear(child.dense, "gelu"), probe(child.dense.in_features)
     if type(child) in (bert.BertSelfOutput, bert.BertOutput) and type(child.dense) is torch.nn.Linear:
-        probe = (torch.randn(3, 5, child.dense.in_features, dtype=torch.bfloat16),
-                 torch.randn(3, 5, child.dense.out_features, dtype=torch.bfloat16))
-        return packed_residual(child), probe
+        return packed_residual(child), probe(child.dense.in_features, child.dense.out_features)
     return None
 
 

@@ -260,6 +260,7 @@ class Ingestor:
         ready: deque[_Item] = deque()  # read, in order, waiting for vectors and their commit
         step = max(1, self.embeddings.batch_size * 4)
         batch = max(1, self.embeddings.batch_size)
+        read_ahead = max(step, READ_AHEAD_CHUNKS)
         readers = _Readers(self._preparer, self.embeddings, process=self.reader == "process" or (self.reader == "auto" and to_read >= 2))
         try:
             while todo or window or ready:
@@ -267,7 +268,7 @@ class Ingestor:
                 # chunks are waiting, so that memory is bounded by a few files, never by the corpus.
                 in_flight = sum(isinstance(w, Future) for w in window)
                 waiting = sum(item.missing for item in ready)
-                while todo and in_flight < self.prefetch and waiting < max(step, READ_AHEAD_CHUNKS):
+                while todo and in_flight < self.prefetch and waiting < read_ahead:
                     path, old, quick = todo.popleft()
                     if isinstance(quick, _Item):
                         window.append(quick)
