@@ -31,7 +31,7 @@ def child(path: str, n_ctx: int, prompt_tokens: int, gen_tokens: int) -> None:
 
     import llama_cpp
 
-    from rag.models import physical_cores
+    from rag.models.packaged import physical_cores
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     threads = physical_cores()
@@ -66,8 +66,8 @@ def child(path: str, n_ctx: int, prompt_tokens: int, gen_tokens: int) -> None:
 def models(models_dir: Path | None) -> list[tuple[str, Path]]:
     """(name, GGUF path) of the packaged models (joining the split one if needed) and the models folder."""
     from rag.config import Settings
-    from rag.gguf_info import is_later_shard
-    from rag.models import PACKAGED_CHAT_MODELS, chat_model_path
+    from rag.models.gguf import is_later_shard
+    from rag.models.packaged import PACKAGED_CHAT_MODELS, chat_model_path
 
     settings = Settings.load()
     found = []
@@ -93,8 +93,8 @@ def main() -> None:
         child(args.child, args.n_ctx, args.prompt_tokens, args.gen_tokens)
         return
 
-    from rag.gguf_info import available_memory, human_bytes, memory_problem, read_gguf
-    from rag.models import ModelError
+    from rag.models.gguf import available_memory, human_bytes, memory_problem, read_gguf
+    from rag.models.packaged import ModelError
 
     import os
 
@@ -125,7 +125,7 @@ def main() -> None:
 
     import platform
 
-    from rag.models import physical_cores
+    from rag.models.packaged import physical_cores
 
     print(f"\n{platform.processor() or platform.machine()}, {physical_cores()} physical cores, "
           f"{human_bytes(available_memory() or 0)} available; llama-cpp-python {_llama_version()}, "

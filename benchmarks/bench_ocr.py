@@ -15,8 +15,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import rag  # noqa: F401  (sets the privacy switches before onnxruntime is imported)
-from rag import ocr
+from rag import privacy
+
+privacy.apply()  # the privacy switches before onnxruntime is imported
+from rag.loaders import ocr
 from rag.loaders import load_file
 
 REFERENCES = Path(__file__).resolve().parents[1] / "tests" / "references"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rag import RAG
 from rag.config import Settings
-from rag.evaluate import CHUNKS, load_retrieval_set, prepare_store, run_queries
+from rag.eval import CHUNKS, load_retrieval_set, prepare_store, run_queries
 
 REPO = Path(__file__).resolve().parents[1]
 DEV = REPO.parent / "shared" / "corpus" / "dev"

@@ -1,9 +1,5 @@
 """rag: a private, local document-QA chatbot (ingest a folder, ask it questions, get cited answers)."""
 
-from rag import _privacy
-
-_privacy.apply()
-
 __version__ = "0.1.0"
 
 __all__ = ["RAG", "Settings", "Answer", "__version__"]
@@ -16,7 +12,7 @@ def __getattr__(name: str):
 
         return RAG
     if name == "Answer":
-        from rag.chain import Answer
+        from rag.answer.chain import Answer
 
         return Answer
     if name == "Settings":

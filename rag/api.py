@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from rag import privacy
 from rag.config import Settings
 
 
@@ -19,15 +21,26 @@ class RAG:
     >>> rag = RAG()                      # defaults < rag.toml < RAG_* environment
     >>> rag.ingest("docs/")              # doctest: +SKIP
     >>> rag.ask("What is R?").text       # doctest: +SKIP
+
+    Ready-made parts may be passed in instead of being built from the settings: `embeddings` (a LangChain
+    `Embeddings`), `llm` (a LangChain chat model) and `store` (a `Store`; a path there is the `store` setting).
     """
 
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(self, settings: Settings | None = None, *, embeddings: Any = None, llm: Any = None,
+                 store: Any = None, **overrides: Any) -> None:
+        privacy.apply()  # the Python entry point: off switches set before any part is imported
+        if isinstance(store, (str, os.PathLike)):
+            overrides["store"], store = store, None
         self.settings = Settings.load(overrides=overrides) if settings is None else settings.model_copy(update=overrides)
+        # A part given here fills its cached_property's slot, so it is used instead of being built.
+        for name, part in (("embeddings", embeddings), ("llm", llm), ("store", store)):
+            if part is not None:
+                self.__dict__[name] = part
 
     # --- the parts, each built on first use ---
     @cached_property
     def embedding_model_dir(self) -> Path:
-        from rag.models import embedding_model_path
+        from rag.models.packaged import embedding_model_path
 
         return embedding_model_path(self.settings.embedding_model)
 
@@ -53,7 +66,7 @@ class RAG:
     @cached_property
     def store(self):
         """The Chroma collection (embedded, or on the server at chroma_host) and its manifest."""
-        from rag.store import Store
+        from rag.storage.store import Store
 
         return Store(self.settings, self.embedding_identity)
 
@@ -62,7 +75,7 @@ class RAG:
         from rag.splitting import Splitter, token_counter
 
         if self.settings.embedding_url:
-            from rag.llm import estimate_tokens
+            from rag.answer.llm import estimate_tokens
 
             # No tokenizer of the remote model here (and thousands of calls per file are too many to make over
             # HTTP): chunks are measured with an estimate that errs high, so they stay within chunk_size.
@@ -76,7 +89,7 @@ class RAG:
 
     @cached_property
     def model_path(self) -> Path:
-        from rag.models import ModelError, chat_model_path
+        from rag.models.packaged import ModelError, chat_model_path
 
         if self.settings.llm_url:
             raise ModelError(f"the chat model {self.settings.model!r} runs on the server at {self.settings.llm_url}; there is no local file")
@@ -88,10 +101,10 @@ class RAG:
         model or an n_ctx beyond the trained context. For a model on a server: ModelError when the server
         cannot be reached, a warning when it does not list the model's name."""
         if self.settings.llm_url:
-            from rag.llm import check_remote_chat
+            from rag.answer.llm import check_remote_chat
 
             return check_remote_chat(self.settings)
-        from rag.gguf_info import check_model
+        from rag.models.gguf import check_model
 
         return check_model(self.model_path, self.settings.n_ctx, force=not self.settings.memory_check)
 
@@ -100,27 +113,28 @@ class RAG:
         """The LangChain chat model: llama.cpp and the GGUF loaded here, or a client of the server at llm_url."""
         self.model_warnings  # refuse before llama.cpp tries, or before a question goes to a server that is not there
         if self.settings.llm_url:
-            from rag.llm import load_remote_chat_model
+            from rag.answer.llm import load_remote_chat_model
 
             return load_remote_chat_model(self.settings)
-        from rag.llm import load_chat_model
+        from rag.answer.llm import load_chat_model
 
         return load_chat_model(self.model_path, self.settings)
 
     @cached_property
     def retriever(self):
         """A LangChain `BaseRetriever` over the store."""
-        from rag.retrieval import HybridRetriever
+        from rag.retrieval.hybrid import HybridRetriever
 
-        return HybridRetriever(store=self.store, embeddings=self.embeddings, k=self.settings.k, mode=self.settings.retrieval)
+        return HybridRetriever(store=self.store, embeddings=self.embeddings, k=self.settings.k, mode=self.settings.retrieval,
+                               mmr=self.settings.mmr)
 
     @cached_property
     def chain(self):
         """The LangChain `Runnable`: question (or {"question", "chat_history"}) in; answer and sources out."""
-        from rag.chain import AnswerChain
+        from rag.answer.chain import AnswerChain
 
         if self.settings.llm_url:
-            from rag.llm import remote_token_counter
+            from rag.answer.llm import remote_token_counter
 
             # The server's own tokenizer when it offers one, else an estimate that errs high; never tiktoken.
             count, _ = remote_token_counter(self.settings)
@@ -168,13 +182,13 @@ class RAG:
     # --- asking ---
     def ask(self, question: str, history: Sequence[Any] | None = None):
         """Answer one question from the documents; returns an `Answer` (text, cited sources)."""
-        from rag.chain import answer_from_output
+        from rag.answer.chain import answer_from_output
 
         return answer_from_output(self.chain.invoke({"question": question, "chat_history": list(history or [])}))
 
     def stream(self, question: str, history: Sequence[Any] | None = None) -> Iterator[Any]:
         """Yield the answer's text as it is generated, then the finished `Answer` as the last item."""
-        from rag.chain import answer_from_output
+        from rag.answer.chain import answer_from_output
 
         out: dict[str, Any] = {}
         for chunk in self.chain.stream({"question": question, "chat_history": list(history or [])}):

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag import _privacy
+from rag import privacy as _privacy
 from rag.config import Settings
 
 
@@ -30,7 +30,7 @@ def run(settings: Settings) -> list[Check]:
 
 
 def _llama(settings: Settings) -> Check:
-    from rag.models import physical_cores
+    from rag.models.packaged import physical_cores
 
     if importlib.util.find_spec("llama_cpp") is None:
         return Check("llama.cpp", "fail", "llama-cpp-python is not installed", "pip install llama-cpp-python==0.3.36 (see README)")
@@ -53,7 +53,7 @@ def _llama(settings: Settings) -> Check:
 
 
 def _embedding(settings: Settings) -> Check:
-    from rag.models import ModelError, embedding_model_path
+    from rag.models.packaged import ModelError, embedding_model_path
 
     if settings.embedding_url:
         return _remote("embeddings", settings.embedding_url, settings.embedding_api_key, settings.embedding_model,
@@ -66,7 +66,7 @@ def _embedding(settings: Settings) -> Check:
 
 
 def _chat_model(settings: Settings) -> Check:
-    from rag.models import PACKAGED_CHAT_MODELS, ModelError, PackagedGGUF, SplitGGUF, split_part_paths
+    from rag.models.packaged import PACKAGED_CHAT_MODELS, ModelError, PackagedGGUF, SplitGGUF, split_part_paths
 
     if settings.llm_url:
         return _remote("chat model", settings.llm_url, settings.llm_api_key, settings.model,
@@ -79,10 +79,10 @@ def _chat_model(settings: Settings) -> Check:
             state = f"joined at {joined}" if joined.is_file() else f"{model.parts} parts installed; joined into {joined.parent} on first use"
             return Check("chat model", "ok", f"{model.name}: {state}")
         if isinstance(model, PackagedGGUF):
-            from rag.models import chat_model_path
+            from rag.models.packaged import chat_model_path
 
             return Check("chat model", "ok", f"{model.name} at {chat_model_path(model.name, settings.cache_dir)}")
-        from rag.models import chat_model_path
+        from rag.models.packaged import chat_model_path
 
         path = chat_model_path(settings.model, settings.cache_dir)
         return Check("chat model", "ok", f"{path} ({path.stat().st_size / 1e9:.2f} GB)")
@@ -120,8 +120,8 @@ def _store(settings: Settings) -> Check:
 
 def _remote(name: str, url: str, api_key: str | None, model: str, fix: str) -> Check:
     """An OpenAI-compatible server: reachable, and whether it lists the model name that will be sent."""
-    from rag.llm import probe_openai_server
-    from rag.models import ModelError
+    from rag.answer.llm import probe_openai_server
+    from rag.models.packaged import ModelError
 
     try:
         served = probe_openai_server(url, api_key, name, fix)
@@ -138,7 +138,7 @@ def _privacy_check() -> Check:
     off = [k for k, v in switches.items() if v != _privacy.OFF_SWITCHES[k]]
     detail = ", ".join(f"{k}={v}" for k, v in switches.items())
     if off:
-        return Check("privacy", "fail", detail, "something changed the environment after `import rag`: " + ", ".join(off))
+        return Check("privacy", "fail", detail, "something changed the environment after rag set it: " + ", ".join(off))
     return Check("privacy", "ok", detail)
 
 
@@ -150,7 +150,7 @@ def _llama_runs() -> str | None:
     import subprocess
     import sys
 
-    from rag.models import ModelError, chat_model_path
+    from rag.models.packaged import ModelError, chat_model_path
 
     try:
         model = chat_model_path("smollm2-135m", Path("."))

@@ -8,15 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from rag.api import RAG
-from rag.config import Settings
+from rag import privacy
+
+privacy.apply()  # the test process is an entry point too: the off switches before chromadb or torch load
+
+from rag.api import RAG  # noqa: E402
+from rag.config import Settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 SHARED = REPO.parent / "shared"
 
 # data/ holds 4 files; the scanned one yields text only when the ocr extra is installed.
-from rag import ocr as _ocr  # noqa: E402
+from rag.loaders import ocr as _ocr  # noqa: E402
 
 DATA_FILES = 4
 DATA_INGESTED = 4 if _ocr.available() else 3

@@ -27,7 +27,7 @@ def test_chinese_question_finds_the_chinese_document(small_rag):
 
 @pytest.mark.parametrize("mode", ["dense", "bm25"])
 def test_single_retrieval_modes(small_rag, mode):
-    from rag.retrieval import HybridRetriever
+    from rag.retrieval.hybrid import HybridRetriever
 
     retriever = HybridRetriever(store=small_rag.store, embeddings=small_rag.embeddings, k=4, mode=mode)
     docs = retriever.invoke("What is CRAN?")

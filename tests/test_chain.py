@@ -5,8 +5,8 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import SystemMessage
 
-from rag.chain import AnswerChain, answer_from_output
-from rag.retrieval import HybridRetriever
+from rag.answer.chain import AnswerChain, answer_from_output
+from rag.retrieval.hybrid import HybridRetriever
 
 
 class RecordingFake(FakeListChatModel):

@@ -10,7 +10,7 @@ import pytest
 from langchain_core.retrievers import BaseRetriever
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 
-from rag.retrieval import HybridRetriever
+from rag.retrieval.hybrid import HybridRetriever
 
 
 class _StandardSuite(RetrieversIntegrationTests):

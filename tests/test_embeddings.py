@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rag.embeddings import EmbeddingError, LocalEmbeddings, native_bf16_available, resolve_backend
-from rag.models import embedding_model_path
+from rag.models.packaged import embedding_model_path
 
 
 TEXTS = [

@@ -15,8 +15,8 @@ from langchain_core.documents import Document
 
 from rag.api import RAG
 from rag.config import ConfigError
-from rag.eval_cli import eval_group
-from rag.evaluate import (
+from rag.cli.eval import eval_group
+from rag.eval import (
     RETRIEVAL_METRICS,
     contains_answer,
     detect_format,

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from rag.store import StoreError, chunk_id
+from rag.storage.store import StoreError, chunk_id
 from tests.conftest import DATA, DATA_INGESTED, DATA_PAGES, rag_with
 
 

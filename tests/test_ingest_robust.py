@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from rag.ingest import discover
-from rag.store import StoreError
+from rag.storage.store import StoreError
 from tests.conftest import DATA, REPO, rag_with
 
 # pdf_encrypted: which password opens which file (from ../shared/corpus/README.md).

@@ -1,6 +1,6 @@
 import shutil
 
-from rag.lexical import LexicalIndex, tokenize
+from rag.storage.lexical import LexicalIndex, tokenize
 from tests.conftest import DATA, rag_with
 
 

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from rag import models
-from rag.models import ModelError
+from rag.models import packaged as models
+from rag.models.packaged import ModelError
 
 
 def test_packaged_embedding_model_is_found():

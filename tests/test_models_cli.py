@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rag import gguf_info
-from rag.models import QWEN_CODER_1_5B, ModelError
-from rag.models_cli import models_group
+from rag.models import gguf as gguf_info
+from rag.models.packaged import QWEN_CODER_1_5B, ModelError
+from rag.cli.models import models_group
 
 TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}<|assistant|>"
 
@@ -190,7 +190,7 @@ def test_header_reader_is_fast_and_does_not_load_weights():
 
 
 def test_cli_module_imports_nothing_heavy():
-    code = "import sys, rag.models_cli; print(sorted(m for m in ('gguf', 'numpy', 'huggingface_hub', 'httpx') if m in sys.modules))"
+    code = "import sys, rag.cli.models; print(sorted(m for m in ('gguf', 'numpy', 'huggingface_hub', 'httpx') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -489,7 +489,7 @@ def test_pull_missing_file_and_user_offline(hub, served, tmp_path, monkeypatch):
     err = one_line_error(run("pull", REPO, "nope.gguf", "--models-dir", str(tmp_path / "d"), "--quiet"))
     assert "has no file 'nope.gguf'" in err
 
-    from rag import _privacy
+    from rag import privacy as _privacy
 
     # The user's own HF_HUB_OFFLINE=1 (recorded by rag/_privacy.py before it forces its own) forbids the pull.
     monkeypatch.setattr(_privacy, "user_value", lambda key: "1" if key == "HF_HUB_OFFLINE" else None, raising=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rag import ocr
+from rag.loaders import ocr
 from rag.loaders import load_file
 from tests.conftest import rag_with
 

@@ -1,4 +1,4 @@
-from rag import prompts
+from rag.answer import prompts
 
 
 def test_language_of():

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from rag.cli import main
-from rag.retrieval import HybridRetriever
+from rag.retrieval.hybrid import HybridRetriever
 from tests.conftest import rag_with
 
 # Three near-copies of one passage, and two other passages that answer other sides of the same question.

@@ -21,8 +21,8 @@ import pytest
 
 from rag.api import RAG
 from rag.config import Settings
-from rag.models import ModelError, chat_model_path
-from rag.store import StoreError
+from rag.models.packaged import ModelError, chat_model_path
+from rag.storage.store import StoreError
 from tests.conftest import make_settings, rag_with
 
 BIN = Path(sys.executable).parent
@@ -243,7 +243,7 @@ def test_budget_fits_the_servers_context_with_its_own_tokenizer(served, embeddin
     answer = wide.ask("What does the R FAQ say about packages, CRAN, mirrors and installing R?")
     assert answer.text  # the server took the request: the prompt fitted its context
     assert 0 < len(answer.context) < 12
-    from rag.llm import remote_token_counter
+    from rag.answer.llm import remote_token_counter
 
     count, how = remote_token_counter(wide.settings)
     assert how.endswith("/extras/tokenize")
@@ -254,7 +254,7 @@ def test_budget_fits_the_servers_context_with_its_own_tokenizer(served, embeddin
 def test_remote_token_counts_are_the_models_own(chat_server, chroma, tmp_path, data_copy):
     from llama_cpp import Llama
 
-    from rag.llm import estimate_tokens, remote_token_counter
+    from rag.answer.llm import estimate_tokens, remote_token_counter
 
     settings = make_settings(tmp_path, llm_url=chat_server.url + "/v1", model=CHAT_ALIAS)
     count, how = remote_token_counter(settings)
@@ -278,7 +278,7 @@ def test_remote_token_counts_are_the_models_own(chat_server, chroma, tmp_path, d
 def test_max_tokens_reaches_the_server(chat_server, tmp_path):
     # ChatOpenAI sends `max_completion_tokens`, which llama_cpp.server ignores: without `max_tokens` in the body
     # it would write until its context is full.
-    from rag.llm import load_remote_chat_model, remote_token_counter
+    from rag.answer.llm import load_remote_chat_model, remote_token_counter
 
     settings = make_settings(tmp_path, llm_url=chat_server.url + "/v1", model=CHAT_ALIAS, max_tokens=5)
     message = load_remote_chat_model(settings).invoke("Write a long story about a dragon who learns to read.")
@@ -426,7 +426,7 @@ def test_chat_server_errors_name_the_server(chat_server, tmp_path):
     # Errors at call time (the server went away after the check, or refused the request), sync and async.
     import asyncio
 
-    from rag.llm import load_remote_chat_model
+    from rag.answer.llm import load_remote_chat_model
 
     gone = load_remote_chat_model(closed.settings)
     with pytest.raises(ModelError, match=f"cannot reach the chat model server at {closed.settings.llm_url}: start it"):

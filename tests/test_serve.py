@@ -21,7 +21,7 @@ import httpx
 import openai
 import pytest
 
-from rag.serve import create_app, serve_in_thread
+from rag.server.app import create_app, serve_in_thread
 from tests.conftest import REPO, make_settings, rag_with
 
 LONG_QUESTION = "Write a long essay about R."  # the small model fills its whole token budget on this one

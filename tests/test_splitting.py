@@ -1,6 +1,6 @@
 from langchain_core.documents import Document
 
-from rag import models
+from rag.models import packaged as models
 from rag.splitting import Splitter, token_counter
 from tests.conftest import DATA
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from rag import privacy
 from rag.config import ConfigError, Settings
 
 # Exit codes (documented in the README).
@@ -22,8 +23,8 @@ EXIT_SOME_FAILED = 3  # ingest finished, but some files could not be ingested
 def _user_errors() -> tuple[type[Exception], ...]:
     # Imported lazily: these modules are light, but keeping them out of `rag --help` costs nothing.
     from rag.loaders import LoadError
-    from rag.models import ModelError
-    from rag.store import StoreError
+    from rag.models.packaged import ModelError
+    from rag.storage.store import StoreError
 
     return (ConfigError, ModelError, StoreError, LoadError)
 
@@ -98,6 +99,7 @@ def main(ctx: click.Context, config: Path | None) -> None:
     Settings come from defaults < rag.toml < RAG_* environment variables < flags.
     Nothing is downloaded and nothing leaves the machine.
     """
+    privacy.apply()  # before any command imports chromadb, onnxruntime or huggingface_hub
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
 
@@ -195,7 +197,7 @@ def _print_sources(answer: Any, show_context: bool) -> None:
 
 
 def _print_dropped(answer: Any) -> None:
-    from rag.chain import display_label
+    from rag.answer.chain import display_label
 
     for d in answer.dropped:
         click.echo(f"dropped: {display_label(d['source'], d['page'])} (score {d['score']:.2f}): {d['reason']}", err=True)
@@ -411,12 +413,12 @@ def _check_store(rag: Any) -> None:
 
 def _register_groups() -> None:
     # Both modules import only click at the top, so `rag --help` stays fast.
-    from rag.eval_cli import eval_group
-    from rag.models_cli import models_group
+    from rag.cli.eval import eval_group
+    from rag.cli.models import models_group
 
     main.add_command(eval_group, name="eval")
     main.add_command(models_group, name="models")
-    from rag.serve_cli import serve_command
+    from rag.cli.serve import serve_command
     main.add_command(serve_command(), name="serve")
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag.loaders import SUPPORTED_SUFFIXES, LoadError, load_file
-from rag.store import FileRecord, Store
+from rag.storage.store import FileRecord, Store
 
 if TYPE_CHECKING:
     from rag.embeddings import LocalEmbeddings
@@ -237,9 +237,9 @@ class Ingestor:
                     if rec.source not in wanted and not Path(rec.source).exists():
                         self.store.delete_file(rec.source)
                         report.pruned.append(rec.source)
-                for source in self.store.manifest.failures():
+                for source in self.store.failures():
                     if source not in wanted and not Path(source).exists():
-                        self.store.manifest.clear_failure(source)
+                        self.store.forget_failure(source)
             self._redo_pending(report)
             if report.ingested or report.pruned or report.skipped:
                 self.store.lexical()  # rebuild now, so the first question does not pay for it
@@ -250,7 +250,7 @@ class Ingestor:
     def _pipeline(self, files: list[Path], report: IngestReport, announce: bool) -> None:
         """Read files ahead in a reader, embed here, commit in order."""
         known = {rec.source: rec for rec in self.store.files()}  # we hold the write lock: nobody else changes it
-        self._failures = self.store.manifest.failures()
+        self._failures = self.store.failures()
         looked = [(path, known.get(str(path))) for path in files]
         looked = [(path, old, self._still_failing(path, old) or self._preparer.quick(path, old)) for path, old in looked]
         self._done.update(str(path) for path in files)
@@ -346,11 +346,11 @@ class Ingestor:
         if item.kind == "failed":
             try:
                 st = item.path.stat()
-                self.store.manifest.put_failure(source, st.st_size, st.st_mtime_ns, self._failure_fingerprint, item.message)
+                self.store.remember_failure(source, st.st_size, st.st_mtime_ns, self._failure_fingerprint, item.message)
             except OSError:
                 pass  # gone or unreadable: nothing to compare with next time
         elif source in self._failures:
-            self.store.manifest.clear_failure(source)  # read fine now
+            self.store.forget_failure(source)  # read fine now
         if item.kind == "unchanged":
             report.unchanged.append(source)
         elif item.kind == "touch":
@@ -490,7 +490,7 @@ class _ReaderProcess:
         self.pending: dict[int, Future] = {}
         self.seq = 0
         # The child imports this very rag package, wherever it was imported from here.
-        root = str(Path(__file__).resolve().parents[1])
+        root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
                "TOKENIZERS_PARALLELISM": "false"}
         try:
@@ -626,7 +626,7 @@ def _ocr_ready(mode: str | None) -> bool:
     if mode == "never":
         return False
     try:
-        from rag import ocr
+        from rag.loaders import ocr
     except ImportError:
         return False
     try:

@@ -268,7 +268,7 @@ class Store:
             return self._current_lexical()
 
     def _current_lexical(self):
-        from rag.lexical import LexicalIndex
+        from rag.storage.lexical import LexicalIndex
 
         if self._lexical is None:
             self._lexical = LexicalIndex(self.root / "bm25")
@@ -295,7 +295,27 @@ class Store:
             out[cid] = (res["documents"][i], res["metadatas"][i] or {}, sim)
         return out
 
+    # --- files that could not be read, remembered so that an unchanged one is not read again ---
+    def failures(self) -> dict[str, tuple[int, int, str, str]]:
+        """source -> (size, mtime_ns, fingerprint, reason) of the files that failed."""
+        return self.manifest.failures()
+
+    def remember_failure(self, source: str, size: int, mtime_ns: int, fingerprint: str, reason: str) -> None:
+        self.manifest.put_failure(source, size, mtime_ns, fingerprint, reason)
+
+    def forget_failure(self, source: str | None = None) -> None:
+        """Forget one file's failure, or all of them (None)."""
+        self.manifest.clear_failure(source)
+
     # --- reading ---
+    def vectors(self, ids: list[str]) -> dict[str, tuple[str, dict, list[float]]]:
+        """Chunks by id with their stored vectors: id -> (text, metadata, vector)."""
+        if not ids:
+            return {}
+        res = self.collection.get(ids=ids, include=["embeddings", "documents", "metadatas"])
+        return {cid: (res["documents"][i], res["metadatas"][i] or {}, [float(x) for x in res["embeddings"][i]])
+                for i, cid in enumerate(res["ids"])}
+
     def count(self) -> int:
         return self.collection.count()
 

@@ -26,8 +26,8 @@ EXIT_USER_ERROR = 2
 def _user_errors() -> tuple[type[Exception], ...]:
     from rag.config import ConfigError
     from rag.loaders import LoadError
-    from rag.models import ModelError
-    from rag.store import StoreError
+    from rag.models.packaged import ModelError
+    from rag.storage.store import StoreError
 
     return (ConfigError, ModelError, StoreError, LoadError)
 
@@ -119,7 +119,7 @@ def retrieval_cmd(ctx: click.Context, dataset: Path, split: str | None, retrieva
     (each passage a document, each question a query whose own passage is the relevant one). The documents
     are ingested through the normal ingest path into --store, then every query is asked of the retriever.
     """
-    from rag.evaluate import load_retrieval_set
+    from rag.eval import load_retrieval_set
 
     data = load_retrieval_set(dataset, split).limited(limit_queries)
     with tempfile.TemporaryDirectory(prefix="rag-eval-") as tmp:
@@ -137,7 +137,7 @@ def retrieval_cmd(ctx: click.Context, dataset: Path, split: str | None, retrieva
 
 
 def _run_retrieval(rag: Any, data: Any, show: bool) -> Any:
-    from rag.evaluate import prepare_store, run_queries
+    from rag.eval import prepare_store, run_queries
 
     ingest_bar = _IngestBar(show and sys.stderr.isatty())
     try:
@@ -173,7 +173,7 @@ def qa_cmd(ctx: click.Context, file: Path, store: Path | None, ingest_contexts: 
     FILE is JSONL ({"question": ..., "answers": [...]}, an empty list meaning unanswerable), SQuAD JSON or
     CMRC2018 JSON, detected by content.
     """
-    from rag.evaluate import evaluate_qa, ingest_contexts as do_ingest, load_qa
+    from rag.eval import evaluate_qa, ingest_contexts as do_ingest, load_qa
 
     items = load_qa(file)
     rag = _make_rag(ctx, store=store, model=model, k=k, retrieval=retrieval, max_tokens=max_tokens)

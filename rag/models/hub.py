@@ -11,7 +11,7 @@ HTTP Range request, and the finished file's sha256 is compared with the LFS sha2
 `X-Linked-Etag` before the file takes its final name.
 
 The endpoint is $HF_ENDPOINT (default https://huggingface.co), the token $HF_TOKEN (or `hf auth login`'s).
-`import rag` forces HF_HUB_OFFLINE=1 for privacy; `pull` lifts it for its own requests only, unless the user
+Every rag entry point forces HF_HUB_OFFLINE=1 for privacy; `pull` lifts it for its own requests only, unless the user
 had set HF_HUB_OFFLINE=1 themselves (see `_user_wants_offline`).
 """
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from rag.models import ModelError
+from rag.models.packaged import ModelError
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 GIT_SHA1 = re.compile(r"^[0-9a-f]{40}$")
@@ -47,10 +47,10 @@ class PullResult:
 def _user_wants_offline() -> bool:
     """Whether the user (not rag/_privacy.py) set HF_HUB_OFFLINE=1.
 
-    `import rag` overwrites HF_HUB_OFFLINE in os.environ, so the user's own value must come from
+    rag's entry points overwrite HF_HUB_OFFLINE in os.environ, so the user's own value must come from
     `rag._privacy.user_value`, which records the environment as it was before. Until that exists, the user's
     value is taken as unset."""
-    from rag import _privacy
+    from rag import privacy as _privacy
 
     user_value = getattr(_privacy, "user_value", None)
     value = user_value("HF_HUB_OFFLINE") if callable(user_value) else None

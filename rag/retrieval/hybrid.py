@@ -19,8 +19,8 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from rag.prompts import language_of
-from rag.store import Store
+from rag.lang import language_of
+from rag.storage.store import Store
 
 # Reciprocal-rank fusion constant. 20 rather than the customary 60: the top of each list counts more, which on
 # SciFact (train) fused nDCG@10 0.7275 vs 0.7169 at 60, and changes nothing for Chinese (benchmarks/notes/eval-findings.md).
@@ -39,7 +39,7 @@ MMR_FETCH = 4
 
 class HybridRetriever(BaseRetriever):
     """Top-k chunks. `mode`: "hybrid" (default), "dense" or "bm25". `source_glob` keeps only files whose path
-    or name matches. `mmr` (default: the store's `mmr` setting) picks the k chunks among the best 4k by maximal
+    or name matches. `mmr` picks the k chunks among the best 4k by maximal
     marginal relevance, so that near-duplicate passages do not crowd out the others."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -49,13 +49,11 @@ class HybridRetriever(BaseRetriever):
     k: int = 4
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     source_glob: str | None = None
-    mmr: bool | None = None
+    mmr: bool = False
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any) -> list[Document]:
         k = kwargs.get("k", self.k)
-        mmr = kwargs.get("mmr", self.mmr)
-        if mmr is None:
-            mmr = bool(getattr(getattr(self.store, "settings", None), "mmr", False))
+        mmr = bool(kwargs.get("mmr", self.mmr))
         sources = self._sources()
         if sources is not None and not sources:
             return []  # no ingested file matches the filter
@@ -99,12 +97,10 @@ class HybridRetriever(BaseRetriever):
              found: dict[str, tuple[str, dict, float]]) -> list[str]:
         """Greedy maximal marginal relevance over `candidates` (best first): relevance is the fused score scaled
         to [0, 1] over the candidates; redundancy is the highest cosine similarity to a chunk already picked."""
-        res = self.store.collection.get(ids=candidates, include=["embeddings", "documents", "metadatas"])
         vecs: dict[str, list[float]] = {}
-        for i, cid in enumerate(res["ids"]):
-            emb = [float(x) for x in res["embeddings"][i]]
+        for cid, (text, meta, emb) in self.store.vectors(candidates).items():
             vecs[cid] = emb
-            found.setdefault(cid, (res["documents"][i], res["metadatas"][i] or {}, _dot(vector, emb)))
+            found.setdefault(cid, (text, meta, _dot(vector, emb)))
         cands = [c for c in candidates if c in vecs]
         # Min-max over the candidates: reciprocal-rank scores are compressed (rank 1 and rank 8 differ by less than
         # 2x), so plain scaling would let an irrelevant but novel chunk beat a relevant one that repeats a little.

@@ -1,4 +1,5 @@
-"""Turn off every phone-home switch of our dependencies before any of them is imported."""
+"""Every phone-home switch of our dependencies, turned off by the entry points (CLI, `RAG()`, tests) before any
+of those dependencies is imported; importing `rag` itself changes nothing."""
 
 import os
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from rag.config import ConfigError
+from rag.lang import HAN, KANA_HANGUL
 
 if TYPE_CHECKING:  # pragma: no cover
     from langchain_core.documents import Document
@@ -491,7 +492,7 @@ def evaluate_retrieval(rag: RAG, data: RetrievalSet, *, ingest_progress: Callabl
 
 # --- answer evaluation ------------------------------------------------------------------------------------
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
+_CJK = re.compile(f"[{HAN}{KANA_HANGUL}]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
@@ -592,7 +593,7 @@ class QAReport:
 def ask_timed(rag: RAG, question: str) -> tuple[Any, float, float, float]:
     """Stream one question through `rag.chain`: (Answer, seconds to the retrieved sources, to the first
     answer token, to the end)."""
-    from rag.chain import answer_from_output
+    from rag.answer.chain import answer_from_output
 
     out: dict[str, Any] = {}
     t0 = time.perf_counter()

@@ -49,7 +49,7 @@ def serve_command() -> click.Command:
         """
         import uvicorn
 
-        from rag.serve import bind, create_app
+        from rag.server.app import bind, create_app
 
         rag = make_rag(ctx, store=store, api_key=api_key, **flags)
         try:

@@ -16,6 +16,8 @@ from typing import Any
 
 from langchain_core.documents import Document
 
+from rag.lang import HAN
+
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".pdf", ".txt", ".md", ".markdown", ".html", ".htm", ".docx"})
 
 _MAX_REASON = 200
@@ -742,7 +744,7 @@ def _read_pdf(path: Path | str, password: str | None, ocr: str = "auto",
     ocr_note = "OCR is not done"
     to_read = sorted(empty + garbage + failed)
     if ocr != "never" and to_read:
-        from rag import ocr as ocr_engine
+        from rag.loaders import ocr as ocr_engine
 
         if ocr_engine.available():
             used_password = password if reader.is_encrypted else None
@@ -815,7 +817,7 @@ def _pdf_title(reader: Any) -> str | None:
 # CJK ideographs, kana, bopomofo, CJK symbols/punctuation (not U+3000 itself) and full-width forms.
 _CJK_RANGES = (
     "\u2e80-\u2fdf\u3001-\u303f\u3040-\u30ff\u3100-\u312f\u31a0-\u31bf\u31f0-\u31ff"
-    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003134f"
+    + HAN + "\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003134f"
 )
 _CJK_CHAR = re.compile(f"[{_CJK_RANGES}]")
 # Whitespace except the ideographic space U+3000, which is deliberate layout in CJK text.

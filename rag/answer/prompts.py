@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from rag.lang import language_of  # noqa: F401  (the chain picks its prompts by it)
+
 REFUSAL = {
     "en": "The documents do not say.",
     "zh": "根据已知信息无法回答该问题。",
@@ -40,16 +42,6 @@ CONDENSE = {
         "对话：\n{history}\n\n最后一个问题：{question}\n完整问题："
     ),
 }
-
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
-def language_of(text: str) -> str:
-    """'zh' when the text is mostly Chinese, else 'en' (the two languages we prompt in)."""
-    cjk = len(_CJK.findall(text))
-    letters = sum(ch.isalpha() for ch in text)
-    return "zh" if cjk and cjk >= 0.3 * max(letters, 1) else "en"
-
 
 def format_context(passages: list[tuple[str, str]]) -> str:
     """Number the passages [1]..[k]; each is (label, text) where the label names file and page."""

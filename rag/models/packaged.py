@@ -94,7 +94,7 @@ def chat_model_path(name: str, cache_dir: Path, progress: Callable[[int, int], N
         return pkg / model.file_name
     if isinstance(model, SplitGGUF):
         return join_split_gguf(model, cache_dir, progress)
-    from rag.gguf_info import check_format
+    from rag.models.gguf import check_format
 
     path = Path(name).expanduser()
     if path.is_dir():

@@ -317,7 +317,7 @@ def create_app(rag: RAG, settings: Settings | None = None, docs: Sequence[Path |
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
         # The page holds no data (it asks for the key when the API answers 401), so it is served without one.
-        html = resources.files("rag").joinpath("static/index.html").read_text(encoding="utf-8")
+        html = resources.files("rag.server").joinpath("static/index.html").read_text(encoding="utf-8")
         return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"})
 
     @app.get("/v1/models", dependencies=auth)
@@ -382,7 +382,7 @@ def create_app(rag: RAG, settings: Settings | None = None, docs: Sequence[Path |
 
 
 def _ingest(rag: RAG, paths: list[Path]) -> Any:
-    from rag.store import StoreError
+    from rag.storage.store import StoreError
 
     try:
         return rag.ingest(*paths)

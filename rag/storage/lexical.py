@@ -14,7 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+from rag.lang import HAN as _CJK
+
 _CJK_RUN = re.compile(f"[{_CJK}]+")
 # Chinese runs, or runs of other letters and digits. The second class excludes CJK: otherwise "2018年世界杯"
 # or "Python的" would be one token that jieba never sees (this alone took CMRC2018 BM25 hit@1 from 0.926 to 0.971).

@@ -272,7 +272,7 @@ class RemoteEmbeddings(Embeddings):
             return []
         import warnings
 
-        from rag.models import ModelError
+        from rag.models.packaged import ModelError
 
         try:
             with warnings.catch_warnings():

@@ -32,7 +32,7 @@ def _handle_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from rag.config import ConfigError
-        from rag.models import ModelError
+        from rag.models.packaged import ModelError
 
         try:
             return fn(*args, **kwargs)
@@ -99,7 +99,7 @@ def list_(ctx: click.Context, models_dir: Path | None, n_ctx: int | None, as_jso
     template, and the memory it needs at the configured context (weights + KV cache + compute buffer).
     The default model is marked with *. Nothing is loaded: only the files' headers are read.
     """
-    from rag.gguf_info import available_memory
+    from rag.models.gguf import available_memory
 
     settings = _settings(ctx, n_ctx=n_ctx)
     folder = _models_dir(settings, models_dir)
@@ -125,8 +125,8 @@ def list_(ctx: click.Context, models_dir: Path | None, n_ctx: int | None, as_jso
 def collect_models(settings: Any, folder: Path) -> list[dict[str, Any]]:
     """Rows of `rag models list`: packaged models first, then the models folder, then the configured model when
     it lives elsewhere. Each: name, source, default, info (ModelInfo or None) and error (str or None)."""
-    from rag.gguf_info import is_later_shard, packaged_info, read_gguf
-    from rag.models import PACKAGED_CHAT_MODELS, ModelError, SplitGGUF
+    from rag.models.gguf import is_later_shard, packaged_info, read_gguf
+    from rag.models.packaged import PACKAGED_CHAT_MODELS, ModelError, SplitGGUF
 
     rows: list[dict[str, Any]] = []
     seen: set[Path] = set()
@@ -190,7 +190,7 @@ def _table(rows: list[dict[str, Any]], n_ctx: int, available: int | None) -> str
 
 
 def _human_bytes(n: int | None) -> str:
-    from rag.gguf_info import human_bytes
+    from rag.models.gguf import human_bytes
 
     return human_bytes(n) if n is not None else "?"
 
@@ -218,9 +218,9 @@ def pull(ctx: click.Context, repo: str, filename: str, revision: str | None, mod
     is the only command that uses the network: $HF_ENDPOINT (default https://huggingface.co), with $HF_TOKEN
     for gated or private repositories; HF_HUB_OFFLINE=1 in your environment forbids it.
     """
-    from rag import hub
-    from rag.gguf_info import human_bytes, memory_problem, quality_warnings, read_gguf
-    from rag.models import ModelError
+    from rag.models import hub
+    from rag.models.gguf import human_bytes, memory_problem, quality_warnings, read_gguf
+    from rag.models.packaged import ModelError
 
     settings = _settings(ctx, n_ctx=n_ctx)
     folder = _models_dir(settings, models_dir)
@@ -266,8 +266,8 @@ def use(ctx: click.Context, name: str, models_dir: Path | None, n_ctx: int | Non
     --force) models larger than the available memory are refused.
     """
     from rag.config import CONFIG_FILE_NAME
-    from rag.gguf_info import check_model, packaged_info, read_gguf
-    from rag.models import PACKAGED_CHAT_MODELS, ModelError
+    from rag.models.gguf import check_model, packaged_info, read_gguf
+    from rag.models.packaged import PACKAGED_CHAT_MODELS, ModelError
 
     settings = _settings(ctx, n_ctx=n_ctx)
     folder = _models_dir(settings, models_dir)

@@ -15,7 +15,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import PrivateAttr
 
 from rag.config import Settings
-from rag.models import ModelError, physical_cores
+from rag.models.packaged import ModelError, physical_cores
 
 
 def _chat_llama_cpp_class() -> type:

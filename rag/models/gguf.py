@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.models import PACKAGED_CHAT_MODELS, ModelError, PackagedGGUF, SplitGGUF
+from rag.models.packaged import PACKAGED_CHAT_MODELS, ModelError, PackagedGGUF, SplitGGUF
 
 # The magics of the pre-GGUF formats llama.cpp dropped in August 2023, as the first four bytes on disk (the
 # magic was written as a little-endian uint32, so b"lmgg" is 'ggml'; b"tjgg" is 'ggjt', b"fmgg" is 'ggmf').
@@ -359,7 +359,7 @@ def is_later_shard(path: Path) -> bool:
 def packaged_info(name: str, cache_dir: Path) -> ModelInfo:
     """A packaged model's header without joining it: the joined file in the cache when it is there, else part 1
     of the split packages (which holds the whole header), else the file in its package."""
-    from rag.models import _package_dir, split_part_paths
+    from rag.models.packaged import _package_dir, split_part_paths
 
     model = PACKAGED_CHAT_MODELS[name]
     if isinstance(model, SplitGGUF):
