@@ -17,6 +17,7 @@ had set HF_HUB_OFFLINE=1 themselves (see `_user_wants_offline`).
 
 from __future__ import annotations
 
+import importlib.metadata
 import contextlib
 import hashlib
 import os
@@ -102,9 +103,7 @@ def pull(repo_id: str, filename: str, models_dir: Path, *, revision: str | None 
     try:
         with _online():
             url = hf_hub_url(repo_id, filename, revision=revision, endpoint=base)
-            from rag import __version__
-
-            headers = build_hf_headers(token=token, library_name="rag", library_version=__version__)
+            headers = build_hf_headers(token=token, library_name="rag", library_version=importlib.metadata.version("rag"))
             meta = get_hf_file_metadata(url, token=token, headers=headers, endpoint=base, retry_on_errors=False)
             etag, size = meta.etag, meta.size
             if not etag:
