@@ -1,3 +1,4 @@
+import pytest
 from langchain_core.documents import Document
 
 from rag.models import packaged as models
@@ -45,3 +46,25 @@ def test_dot_leaders_are_collapsed():
     docs = [Document("2.1 What is R? . . . . . . . . . . . . . . 3\n2.2 What is S?....... 12", metadata={"source": "toc.pdf"})]
     (chunk,) = Splitter(COUNT, chunk_size=100, chunk_overlap=0).split(docs)
     assert chunk.page_content == "2.1 What is R? … 3\n2.2 What is S? … 12"
+
+
+def test_token_counter_counts_word_pieces_without_truncating():
+    count = token_counter(models.embedding_model_path("all-MiniLM-L6-v2"))
+    assert count("Hello world") == 2
+    assert count("所有权是 Rust 最为与众不同的特性") == 14
+    # tokenizer.json truncates at 128 tokens; the counter must see the whole text to keep chunks within the limit
+    assert count("pelican " * 300) == 900
+
+
+def test_overlap_must_be_smaller_than_the_chunk():
+    with pytest.raises(ValueError, match="^chunk_overlap must be smaller than chunk_size$"):
+        Splitter(COUNT, chunk_size=50, chunk_overlap=50)
+    splitter = Splitter(COUNT, chunk_size=50, chunk_overlap=49)
+    # the ingest's reader process rebuilds the splitter from these
+    assert (splitter.chunk_size, splitter.count_tokens) == (50, COUNT)
+
+
+def test_chunks_are_stripped_of_surrounding_whitespace():
+    docs = [Document("  First paragraph here, with more words.\n\n  Second paragraph here.  ", metadata={"source": "p.txt"})]
+    chunks = Splitter(COUNT, chunk_size=10, chunk_overlap=0).split(docs)
+    assert [c.page_content for c in chunks] == ["First paragraph here, with more words.", "Second paragraph here."]
