@@ -67,7 +67,8 @@ def models(models_dir: Path | None) -> list[tuple[str, Path]]:
     """(name, GGUF path) of the packaged models (joining the split one if needed) and the models folder."""
     from rag.config import Settings
     from rag.models.gguf import is_later_shard
-    from rag.models.packaged import PACKAGED_CHAT_MODELS, chat_model_path
+    from rag.models.packaged import PACKAGED_CHAT_MODELS
+    from rag.models.resolve import chat_model_path
 
     settings = Settings.load()
     found = []

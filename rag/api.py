@@ -89,7 +89,8 @@ class RAG:
 
     @cached_property
     def model_path(self) -> Path:
-        from rag.models.packaged import ModelError, chat_model_path
+        from rag.models.packaged import ModelError
+        from rag.models.resolve import chat_model_path
 
         if self.settings.llm_url:
             raise ModelError(f"the chat model {self.settings.model!r} runs on the server at {self.settings.llm_url}; there is no local file")

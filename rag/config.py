@@ -6,6 +6,7 @@ This is the only module that reads environment variables; everything else receiv
 from __future__ import annotations
 
 import os
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +25,12 @@ class ConfigError(Exception):
 def _default_cache_dir(env: Mapping[str, str]) -> Path:
     base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "rag"
+
+
+def models_folder(cache_dir: Path, models_dir: Path | None = None) -> Path:
+    """The folder of GGUF chat models: `models_dir` when set, else <cache_dir>/models, where the packaged model
+    is joined whatever `models_dir` says."""
+    return Path(models_dir or Path(cache_dir) / "models").expanduser()
 
 
 class Settings(BaseModel):
@@ -141,3 +148,38 @@ def _parse_chroma_url(url: str) -> dict[str, Any]:
     if not parsed.hostname:
         raise ConfigError(f"RAG_CHROMA_URL={url!r}: expected host:port or http://host:port")
     return {"chroma_host": parsed.hostname, "chroma_port": parsed.port or 8000}
+
+
+def write_setting(path: Path, key: str, value: str | int | float | bool) -> None:
+    """Set `key = value` in a TOML settings file (created when missing), keeping the rest as the user wrote it:
+    comments, order, layout. The key goes into the [rag] table when the file has one (Settings.load reads
+    both layouts), else among the top-level keys, before any table."""
+    import tomlkit
+    from tomlkit.exceptions import ParseError
+
+    path = Path(path)
+    try:
+        doc = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    except ParseError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    table = doc["rag"] if isinstance(doc.get("rag"), dict) else doc
+    table[key] = value
+    _replace_file(path, tomlkit.dumps(doc))
+
+
+def _replace_file(path: Path, text: str) -> None:
+    # Written beside it and renamed: an interrupted write never leaves a half settings file, and the
+    # file keeps its permissions (it may hold api keys).
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -79,10 +79,10 @@ def _chat_model(settings: Settings) -> Check:
             state = f"joined at {joined}" if joined.is_file() else f"{model.parts} parts installed; joined into {joined.parent} on first use"
             return Check("chat model", "ok", f"{model.name}: {state}")
         if isinstance(model, PackagedGGUF):
-            from rag.models.packaged import chat_model_path
+            from rag.models.resolve import chat_model_path
 
             return Check("chat model", "ok", f"{model.name} at {chat_model_path(model.name, settings.cache_dir)}")
-        from rag.models.packaged import chat_model_path
+        from rag.models.resolve import chat_model_path
 
         path = chat_model_path(settings.model, settings.cache_dir)
         return Check("chat model", "ok", f"{path} ({path.stat().st_size / 1e9:.2f} GB)")
@@ -150,7 +150,8 @@ def _llama_runs() -> str | None:
     import subprocess
     import sys
 
-    from rag.models.packaged import ModelError, chat_model_path
+    from rag.models.packaged import ModelError
+    from rag.models.resolve import chat_model_path
 
     try:
         model = chat_model_path("smollm2-135m", Path("."))

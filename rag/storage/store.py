@@ -1,144 +1,43 @@
-"""The store: a Chroma collection plus a SQLite manifest of ingested files, kept consistent with each
-other (per-file replace that survives a crash) and guarded by a lock against concurrent writers."""
+"""The store: a Chroma collection, the manifest of ingested files and the lexical index, kept consistent with
+each other (per-file replace that survives a crash) and guarded by a lock against concurrent writers. The
+other stages use it through its methods only."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
-import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rag.config import Settings
+from rag.storage.chroma import Collection, chunk_id, server_url
+from rag.storage.errors import StoreError
+from rag.storage.manifest import MANIFEST_NAME, FileRecord, Manifest
 
-MANIFEST_NAME = "manifest.sqlite3"
+__all__ = ["FileRecord", "Store", "StoreError", "chunk_id", "server_url"]
+
 LOCK_NAME = "write.lock"
 # Held by `rag serve` over an embedded store: embedded Chroma keeps its index in the serving process, so
 # another process writing to the same folder would corrupt what the server sees.
 SERVE_LOCK_NAME = "serve.lock"
-# Chroma rejects larger batches (its limit here was 5,461); stay well below.
-WRITE_BATCH = 1000
-
-
-class StoreError(Exception):
-    """A store that cannot be opened or written."""
-
-
-@dataclass
-class FileRecord:
-    """One ingested source file as the manifest knows it."""
-
-    source: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    pages: int
-    chunks: int
-    fingerprint: str
-    status: str  # "done", or "pending" while its chunks are being replaced
-    ingested_at: float
-    chunk_ids: list[str]
-
-
-def chunk_id(source: str, index: int) -> str:
-    """Deterministic chunk id: re-adding a file's chunks overwrites them instead of duplicating."""
-    return f"{hashlib.sha256(source.encode()).hexdigest()[:16]}-{index:06d}"
-
-
-class Manifest:
-    """SQLite table of ingested files; every write is its own transaction."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            """CREATE TABLE IF NOT EXISTS files (
-                source TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha256 TEXT, pages INTEGER,
-                chunks INTEGER, fingerprint TEXT, status TEXT, ingested_at REAL, chunk_ids TEXT)"""
-        )
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        # Files that could not be read, as they were then: an unchanged one is not read again on the next run.
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS failures (source TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
-            "fingerprint TEXT, reason TEXT)"
-        )
-
-    def close(self) -> None:
-        self._db.close()
-
-    def get(self, source: str) -> FileRecord | None:
-        row = self._db.execute("SELECT * FROM files WHERE source = ?", (source,)).fetchone()
-        return _record(row) if row else None
-
-    def all(self) -> list[FileRecord]:
-        return [_record(r) for r in self._db.execute("SELECT * FROM files ORDER BY source")]
-
-    def put(self, rec: FileRecord) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (rec.source, rec.size, rec.mtime_ns, rec.sha256, rec.pages, rec.chunks, rec.fingerprint, rec.status,
-             rec.ingested_at, json.dumps(rec.chunk_ids)),
-        )
-
-    def set_status(self, source: str, status: str) -> None:
-        self._db.execute("UPDATE files SET status = ? WHERE source = ?", (status, source))
-
-    def remove(self, source: str) -> None:
-        self._db.execute("DELETE FROM files WHERE source = ?", (source,))
-
-    def failures(self) -> dict[str, tuple[int, int, str, str]]:
-        """source -> (size, mtime_ns, fingerprint, reason) of files that failed."""
-        return {r[0]: tuple(r[1:]) for r in self._db.execute("SELECT * FROM failures")}
-
-    def put_failure(self, source: str, size: int, mtime_ns: int, fingerprint: str, reason: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO failures VALUES (?,?,?,?,?)", (source, size, mtime_ns, fingerprint, reason))
-
-    def clear_failure(self, source: str | None = None) -> None:
-        """Forget one file's failure, or all of them (None)."""
-        if source is None:
-            self._db.execute("DELETE FROM failures")
-        else:
-            self._db.execute("DELETE FROM failures WHERE source = ?", (source,))
-
-    def get_meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
-
-def _record(row: Sequence[Any]) -> FileRecord:
-    return FileRecord(*row[:9], chunk_ids=json.loads(row[9] or "[]"))
 
 
 class Store:
     """A Chroma collection (embedded under `settings.store`, or on a Chroma server) and its manifest."""
 
     def __init__(self, settings: Settings, embedding_name: str) -> None:
-        self.settings = settings
         self.root = Path(settings.store)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{self.root}: cannot create the store folder ({exc.strerror})") from None
-        self.embedding_name = embedding_name
-        self.client = _client(settings)
-        self.server = server_url(settings)
-        if self.server:
-            # Every call goes over the network: a lost server becomes a one-line StoreError naming it.
-            self.client = _ServerCall(self.client, self.server)
-        self.collection = self._open_collection()
-        found = (self.collection.metadata or {}).get("embedding_model")
+        self._chunks = Collection(settings, embedding_name)
+        self.server = self._chunks.server
+        found = self._chunks.embedding_model()
         if found and found != embedding_name:
             raise StoreError(
                 f"{self.root}: store was built with embedding model {found!r}, not {embedding_name!r}; "
@@ -201,10 +100,8 @@ class Store:
             self.manifest.set_status(rec.source, "pending")
         else:
             self.manifest.put(FileRecord(**{**rec.__dict__, "status": "pending", "chunk_ids": []}))
-        self.collection.delete(where={"source": rec.source})
-        for start in range(0, len(ids), WRITE_BATCH):
-            end = start + WRITE_BATCH
-            self.collection.upsert(ids=ids[start:end], embeddings=vectors[start:end], documents=texts[start:end], metadatas=metadatas[start:end])
+        self._chunks.delete_source(rec.source)
+        self._chunks.write(ids, vectors, texts, metadatas)
         rec.chunk_ids, rec.chunks, rec.status, rec.ingested_at = ids, len(ids), "done", time.time()
         self.manifest.put(rec)
         self._bump()
@@ -216,18 +113,17 @@ class Store:
     def delete_file(self, source: str) -> int:
         """Remove a file's chunks and its manifest entry; returns how many chunks went."""
         rec = self.manifest.get(source)
-        n = len(self.collection.get(where={"source": source}, include=[])["ids"])
+        n = self._chunks.count_source(source)
         if rec is not None:
             self.manifest.set_status(source, "pending")
-        self.collection.delete(where={"source": source})
+        self._chunks.delete_source(source)
         self.manifest.remove(source)
         self._bump()
         return n
 
     def reset(self) -> None:
         """Drop every chunk and manifest entry."""
-        self.client.delete_collection(self.settings.collection)
-        self.collection = self._open_collection()
+        self._chunks.drop()
         for rec in self.manifest.all():
             self.manifest.remove(rec.source)
         self.manifest.clear_failure()
@@ -238,27 +134,13 @@ class Store:
         revision = uuid.uuid4().hex
         self.manifest.set_meta("revision", revision)
         if self.server:
-            # Other machines using the same Chroma server have their own manifest: the revision goes with the
-            # collection too, so that their lexical index follows this change. `modify` replaces the metadata
-            # and Chroma refuses any "hnsw:" key there (the distance stays in the collection's configuration).
-            self.collection.modify(metadata={"embedding_model": self.embedding_name, "rag_revision": revision})
-
-    def _open_collection(self):
-        meta = {"hnsw:space": "cosine", "embedding_model": self.embedding_name}
-        collection = self.client.get_or_create_collection(self.settings.collection, metadata=meta, embedding_function=None)
-        if self.server:
-            # Another client's `rag reset` replaces the collection (a new id): calls on the old one are retried once
-            # on the collection of the same name.
-            collection._reopen = lambda: self.client.get_collection(self.settings.collection)._target
-        return collection
+            self._chunks.set_server_revision(revision)
 
     def revision(self) -> str:
         """The store's content revision: the collection's on a Chroma server (shared by every client), else the
         manifest's."""
         if self.server:
-            # Fetched afresh: another client may have changed the collection, or reset it (a new collection id).
-            self.collection = self._open_collection()
-            return str((self.collection.metadata or {}).get("rag_revision", ""))
+            return self._chunks.server_revision()
         return self.manifest.get_meta("revision") or ""
 
     # --- the lexical index ---
@@ -275,25 +157,17 @@ class Store:
             self._lexical.load()
         revision = self.revision()
         if self._lexical.revision != revision:
-            ids, texts = [], []
-            for start in range(0, self.collection.count(), 5000):
-                page = self.collection.get(include=["documents"], limit=5000, offset=start)
-                ids += page["ids"]
-                texts += page["documents"]
-            self._lexical.build(ids, texts, revision)
+            self._lexical.build(*self._chunks.texts(), revision)
         return self._lexical
 
     def get(self, ids: list[str], vector: list[float] | None = None) -> dict[str, tuple[str, dict, float]]:
         """Chunks by id as id -> (text, metadata, cosine similarity to `vector`, or 0)."""
         if not ids:
             return {}
-        include = ["documents", "metadatas"] + (["embeddings"] if vector is not None else [])
-        res = self.collection.get(ids=ids, include=include)
-        out = {}
-        for i, cid in enumerate(res["ids"]):
-            sim = float(sum(a * b for a, b in zip(vector, res["embeddings"][i]))) if vector is not None else 0.0
-            out[cid] = (res["documents"][i], res["metadatas"][i] or {}, sim)
-        return out
+        got = self._chunks.get(ids, with_vectors=vector is not None)
+        # The vectors are L2-normalised: the dot product is the cosine similarity.
+        return {cid: (text, meta, float(sum(a * b for a, b in zip(vector, vec))) if vector is not None else 0.0)
+                for cid, (text, meta, vec) in got.items()}
 
     # --- files that could not be read, remembered so that an unchanged one is not read again ---
     def failures(self) -> dict[str, tuple[int, int, str, str]]:
@@ -310,90 +184,25 @@ class Store:
     # --- reading ---
     def vectors(self, ids: list[str]) -> dict[str, tuple[str, dict, list[float]]]:
         """Chunks by id with their stored vectors: id -> (text, metadata, vector)."""
-        if not ids:
-            return {}
-        res = self.collection.get(ids=ids, include=["embeddings", "documents", "metadatas"])
-        return {cid: (res["documents"][i], res["metadatas"][i] or {}, [float(x) for x in res["embeddings"][i]])
-                for i, cid in enumerate(res["ids"])}
+        return self._chunks.get(ids, with_vectors=True) if ids else {}
 
     def count(self) -> int:
-        return self.collection.count()
+        return self._chunks.count()
 
     def files(self) -> list[FileRecord]:
         return self.manifest.all()
 
     def query(self, vector: list[float], k: int, where: dict | None = None) -> list[tuple[str, str, dict, float]]:
         """Nearest chunks as (id, text, metadata, cosine similarity), best first."""
-        if self.collection.count() == 0:
-            return []
-        res = self.collection.query(query_embeddings=[vector], n_results=k, where=where, include=["documents", "metadatas", "distances"])
-        return [(i, t, m or {}, 1.0 - d) for i, t, m, d in zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0])]
+        return self._chunks.query(vector, k, where)
+
+    @property
+    def collection(self) -> Any:
+        """The raw Chroma collection, for tests and diagnostics only: the stages use the methods above."""
+        return self._chunks.raw
 
     def close(self) -> None:
         self.manifest.close()
         if self._serving is not None:
             self._serving.close()  # gives up a `rag serve` claim
             self._serving = None
-
-
-def server_url(settings: Settings) -> str | None:
-    """http://host:port of the Chroma server, or None for the embedded store."""
-    return f"http://{settings.chroma_host}:{settings.chroma_port}" if settings.chroma_host else None
-
-
-def _unreachable(url: str, note: str = "") -> str:
-    from urllib.parse import urlparse
-
-    return (f"cannot reach the Chroma server at {url}{note}: start it with "
-            f"`chroma run --path DIR --port {urlparse(url).port}` or unset RAG_CHROMA_URL (or chroma_host)")
-
-
-def _client(settings: Settings):
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-    url = server_url(settings)
-    try:
-        if url:
-            return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
-        return chromadb.PersistentClient(path=str(settings.store), settings=chroma_settings)
-    except Exception as exc:  # chromadb raises plain exceptions for unreachable servers and bad folders
-        if url and "connect" in str(exc).lower():
-            raise StoreError(_unreachable(url)) from None
-        where = url or str(settings.store)
-        raise StoreError(f"{where}: cannot open the Chroma store ({type(exc).__name__}: {exc})") from None
-
-
-class _ServerCall:
-    """Wraps a Chroma HTTP client or collection: the objects it returns are wrapped too, and a connection
-    failure on any call becomes a one-line StoreError that names the server (the CLI prints it, no traceback)."""
-
-    def __init__(self, target: Any, url: str) -> None:
-        self._target = target
-        self._url = url
-        self._reopen: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._target, name)
-        if not callable(value):
-            return value
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            import httpx
-            from chromadb.errors import NotFoundError
-
-            try:
-                try:
-                    result = value(*args, **kwargs)
-                except NotFoundError:
-                    if self._reopen is None:
-                        raise
-                    self._target = self._reopen()
-                    result = getattr(self._target, name)(*args, **kwargs)
-            except httpx.TransportError:
-                raise StoreError(_unreachable(self._url, " (it stopped answering)")) from None
-            # Collections come back wrapped; plain results (ids, documents, counts) as they are.
-            return _ServerCall(result, self._url) if type(result).__name__ == "Collection" else result
-
-        return call
