@@ -61,3 +61,35 @@ def test_store_table_names_a_chroma_server(tmp_path):
     cfg.write_text('[store]\nhots = "typo"\n')
     with pytest.raises(ConfigError, match=r"unknown key\(s\) in \[store\]: hots"):
         Settings.load(config_file=cfg, env={})
+
+
+def test_write_setting_keeps_the_users_file(tmp_path):
+    from rag.config import write_setting
+
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text('# mine\nmodel = "old"  # the small one\nk = 6\n\n[store]\npath = "s"\n')
+    cfg.chmod(0o600)  # it may hold api keys
+    write_setting(cfg, "model", "new")
+    write_setting(cfg, "n_ctx", 2048)
+    assert cfg.read_text() == '# mine\nmodel = "new"  # the small one\nk = 6\nn_ctx = 2048\n\n[store]\npath = "s"\n'
+    assert cfg.stat().st_mode & 0o777 == 0o600
+    assert Settings.load(config_file=cfg, env={}).n_ctx == 2048
+
+
+def test_write_setting_refuses_a_broken_file_in_one_line(tmp_path):
+    from rag.config import write_setting
+
+    cfg = tmp_path / "rag.toml"
+    cfg.write_text("k = [\n")
+    with pytest.raises(ConfigError) as err:
+        write_setting(cfg, "model", "x")
+    assert str(err.value).startswith(f"{cfg}: not valid TOML (") and "\n" not in str(err.value)
+    assert cfg.read_text() == "k = [\n" and [p.name for p in tmp_path.iterdir()] == ["rag.toml"]
+
+
+def test_models_folder(tmp_path):
+    from rag.config import models_folder
+
+    assert models_folder(tmp_path / "cache") == tmp_path / "cache" / "models"
+    assert models_folder(tmp_path / "cache", tmp_path / "mine") == tmp_path / "mine"
+    assert models_folder(Path("~/c")) == Path.home() / "c" / "models"

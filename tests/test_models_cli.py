@@ -1,4 +1,4 @@
-"""`rag models list / pull / use` and the model checks of rag/gguf_info.py, on real files: small GGUFs written
+"""`rag models list / pull / use` and the model checks of rag/models/gguf.py, on real files: small GGUFs written
 here with the `gguf` package, the packaged models, and a hub served from 127.0.0.1 by this test (no network)."""
 
 from __future__ import annotations

@@ -173,6 +173,14 @@ class Header:
 _LONG_ARRAY = 256  # longer arrays are stepped over
 
 
+def _scalar_format(vtype: int) -> str:
+    """The struct format of a scalar GGUF value type."""
+    formats = _scalar_formats()
+    if vtype not in formats:
+        raise ValueError(f"unknown value type {vtype}")
+    return formats[vtype]
+
+
 @functools.cache
 def _scalar_formats() -> dict[int, str]:
     from gguf import GGUFValueType as T
@@ -196,8 +204,7 @@ class _Cursor:
         from gguf import GGUFValueType
 
         self.data, self.order, self.pos = data, order, pos
-        self.scalars = _scalar_formats()
-        self.STRING, self.ARRAY = GGUFValueType.STRING, GGUFValueType.ARRAY
+        self.string_type, self.array_type = GGUFValueType.STRING, GGUFValueType.ARRAY
 
     def unpack(self, fmt: str) -> tuple:
         layout = struct.Struct(self.order + fmt)
@@ -214,20 +221,20 @@ class _Cursor:
         return raw.decode("utf-8", "replace")
 
     def value(self, vtype: int) -> Any:
-        if vtype == self.STRING:
+        if vtype == self.string_type:
             return self.string()
-        if vtype == self.ARRAY:
+        if vtype == self.array_type:
             return self.array()
-        if vtype not in self.scalars:
-            raise ValueError(f"unknown value type {vtype}")
-        return self.unpack(self.scalars[vtype])[0]
+        return self.unpack(_scalar_format(vtype))[0]
 
     def array(self) -> list | LongArray:
         etype, count = self.unpack("IQ")
-        if count <= _LONG_ARRAY or etype == self.ARRAY:
+        if count <= _LONG_ARRAY or etype == self.array_type:
             return [self.value(etype) for _ in range(count)]
-        if etype != self.STRING:
-            self.unpack(f"{count}{self.scalars[etype]}")  # checks that the array is all there
+        if etype != self.string_type:
+            self.pos += count * struct.calcsize(_scalar_format(etype))
+            if self.pos > len(self.data):
+                raise ValueError("an array runs past the end of the file")
             return LongArray(count)
         step, data, pos = struct.Struct(self.order + "Q").unpack_from, self.data, self.pos
         for _ in range(count):  # strings are stepped over by their lengths, never decoded
