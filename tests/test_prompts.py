@@ -29,3 +29,19 @@ def test_context_is_numbered():
     text = prompts.format_context([("a.pdf, p. 1", "alpha"), ("b.md", "beta")])
     assert text.startswith("[1] (a.pdf, p. 1)\nalpha")
     assert "[2] (b.md)\nbeta" in text
+
+
+def test_context_is_the_numbered_passages_separated_by_blank_lines():
+    text = prompts.format_context([("a.pdf, p. 1", "alpha"), ("b.md", "beta\ngamma")])
+    assert text == "[1] (a.pdf, p. 1)\nalpha\n\n[2] (b.md)\nbeta\ngamma"
+
+
+def test_refusal_variants():
+    assert prompts.is_refusal("The documents do not say")  # without the full stop
+    assert prompts.is_refusal("  the documents do not say!  ")
+    assert prompts.is_refusal("资料中没有提到，无法回答。")  # the Chinese model's own wording
+    # The first occurrence decides: an answer that opens with the refusal is one, whatever follows.
+    assert prompts.is_refusal("The documents do not say. [1] is about CRAN; the documents do not say who wrote R.")
+    # Citations on both sides of the refusal sentence count, however far from it.
+    assert not prompts.is_refusal("In short, the documents do not say. [1] covers the CRAN mirrors only, not the history of R.")
+    assert not prompts.is_refusal("Yes [1]. The documents do not say more.")
