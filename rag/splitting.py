@@ -59,6 +59,7 @@ class Splitter:
             raise ValueError("chunk_overlap must be smaller than chunk_size")
         self.count_tokens = count_tokens
         self.chunk_size = chunk_size
+        self.chunk_overlap = chunk_overlap
         self._splitter = RecursiveCharacterTextSplitter(
             separators=SEPARATORS,
             keep_separator="end",
