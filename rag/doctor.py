@@ -66,7 +66,7 @@ def _embedding(settings: Settings) -> Check:
 
 
 def _chat_model(settings: Settings) -> Check:
-    from rag.models.packaged import PACKAGED_CHAT_MODELS, ModelError, PackagedGGUF, SplitGGUF, split_part_paths
+    from rag.models.packaged import PACKAGED_CHAT_MODELS, ModelError, PackagedGGUF, SplitGGUF, joined_path, split_part_paths
 
     if settings.llm_url:
         return _remote("chat model", settings.llm_url, settings.llm_api_key, settings.model,
@@ -75,7 +75,7 @@ def _chat_model(settings: Settings) -> Check:
     try:
         if isinstance(model, SplitGGUF):
             split_part_paths(model)
-            joined = Path(settings.cache_dir) / "models" / model.file_name
+            joined = joined_path(model, settings.cache_dir)
             state = f"joined at {joined}" if joined.is_file() else f"{model.parts} parts installed; joined into {joined.parent} on first use"
             return Check("chat model", "ok", f"{model.name}: {state}")
         if isinstance(model, PackagedGGUF):
