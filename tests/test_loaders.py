@@ -884,3 +884,15 @@ def test_every_bad_input_is_handled(path: Path | None) -> None:
         assert doc.page_content.strip()
         assert doc.metadata["source"] == str(path)
         assert all(isinstance(v, (str, int)) for v in doc.metadata.values())  # Chroma-compatible, no None
+
+
+def test_ocr_always_without_ocr_installed_is_a_one_line_error(monkeypatch):
+    # OCR's absence is simulated (the CI install has it): every page would go to OCR, so the file must fail
+    # with a reason instead of giving no documents and no warning.
+    from rag.loaders import ocr as ocr_engine
+
+    monkeypatch.setattr(ocr_engine, "available", lambda: False)
+    pdf = Path(__file__).resolve().parents[1] / "data" / "R-FAQ.pdf"
+    with pytest.raises(LoadError) as info:
+        load_file(pdf, ocr="always")
+    assert str(info.value) == f"{pdf}: --ocr always needs OCR, which is not installed: pip install 'rag[ocr]'"

@@ -58,6 +58,9 @@ def load_pdf(path: Path | str, password: str | None, ocr_mode: str = "auto",
              ocr_progress: Progress | None = None) -> Loaded:
     """The PDF's pages as documents; `ocr_mode` and `ocr_progress` as in `rag.loaders.load_file`."""
     check_readable(path)
+    if ocr_mode == "always" and not ocr.available():
+        # Every page goes to OCR in this mode: without it the file would silently give nothing.
+        raise LoadError(path, "--ocr always needs OCR, which is not installed: pip install 'rag[ocr]'")
     with _quiet_pypdf():
         reader = _open(path, password)
         count = _page_count(reader, path)
