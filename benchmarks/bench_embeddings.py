@@ -1,7 +1,21 @@
-"""Embedding throughput of the bf16 backend against sentence-transformers' own float32 `encode` of the same
-chunks, in the same process, in interleaved rounds; and how close the vectors are (cosine with float32).
+"""Embedding throughput of the local backends and their maintained alternatives against sentence-transformers'
+own float32 `encode` of the same chunks, in one process, in interleaved rounds; and how close the vectors are
+(cosine with float32).
 
     python benchmarks/bench_embeddings.py [PDF_OR_TEXT ...] [--chunks N] [--rounds R] [--threads T]
+                                          [--variants fp32,bf16,autocast,compile,compile-frozen,onnxruntime,openvino]
+
+Variants (every one but fp32 batches texts by token count as the bf16 backend does, so that only the way the
+transformer runs differs):
+  fp32            sentence-transformers `encode`, float32 (the reference every ratio is to)
+  bf16            the "bf16" backend: packed oneDNN bfloat16 layers with fused GELU and residual adds
+  autocast        the float32 model under torch.autocast("cpu", dtype=torch.bfloat16)
+  compile         torch.compile (inductor) of the transformer, under the same autocast
+  compile-frozen  the same with inductor's weight freezing (TORCHINDUCTOR_FREEZING=1: oneDNN weight packing)
+  onnxruntime     torch.onnx.export (dynamo) of the transformer, run by onnxruntime (float32; needs onnx, onnxscript)
+  openvino        openvino.convert_model of the transformer, compiled for the CPU (bfloat16 where the CPU has it)
+A variant whose package is missing is reported and left out. Setup time (load, convert, compile and a first
+pass over every chunk, which also compiles each batch shape) is printed apart from the rounds.
 
 The chunks come from the given files (default ../shared/corpus/docs/en/debian-reference.en.pdf, else the
 repo's data/), split as `rag ingest` splits them. Prints figures and same-run ratios; asserts nothing. Quality
@@ -12,6 +26,7 @@ RAG_EMBEDDING_BACKEND=torch and =bf16, each into its own --store.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -23,6 +38,156 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_ingest import machine  # noqa: E402
 
 DEFAULT = REPO.parent / "shared" / "corpus" / "docs" / "en" / "debian-reference.en.pdf"
+VARIANTS = ("fp32", "bf16", "autocast", "compile", "compile-frozen", "onnxruntime", "openvino")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _st(model_dir: Path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+
+
+def _torch_forward(st, frozen: bool | None):
+    """A transformer forward under bfloat16 autocast: eager (frozen None) or compiled by inductor."""
+    import torch
+
+    bert = st[0].model.eval()
+    if frozen is not None:  # freezing (TORCHINDUCTOR_FREEZING=1): weights become constants, prepacked for oneDNN
+        bert = torch.compile(bert, options={"freezing": frozen})
+
+    def forward(features: dict) -> dict:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = bert(**{k: features[k] for k in INPUTS if k in features})
+        return {**features, "token_embeddings": out.last_hidden_state}
+
+    return forward
+
+
+def _sample(st) -> dict:
+    return dict(st.tokenizer(["a sample text", "another, longer sample text to export"], padding=True, return_tensors="pt"))
+
+
+def _onnx_forward(st, folder: Path):
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    path, sample = folder / "minilm.onnx", _sample(st)
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    torch.onnx.export(st[0].model.eval(), (), str(path), kwargs=sample, input_names=list(sample),
+                      output_names=["last_hidden_state"], dynamo=True,
+                      dynamic_shapes={k: {0: batch, 1: seq} for k in sample})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def forward(features: dict) -> dict:
+        out = session.run(["last_hidden_state"], {k: features[k].numpy().astype(np.int64) for k in names})[0]
+        return {**features, "token_embeddings": torch.from_numpy(out)}
+
+    return forward
+
+
+def _openvino_forward(st):
+    import openvino as ov
+    import torch
+
+    sample = _sample(st)
+    model = ov.convert_model(st[0].model.eval(), example_input=sample)
+    compiled = ov.Core().compile_model(model, "CPU")
+    print(f"  openvino {ov.get_version()}: inference precision {compiled.get_property('INFERENCE_PRECISION_HINT')}")
+    names = [p.get_any_name() for p in compiled.inputs]
+
+    def forward(features: dict) -> dict:
+        out = compiled({k: features[k].numpy() for k in names if k in features})[compiled.output(0)]
+        return {**features, "token_embeddings": torch.from_numpy(out)}
+
+    return forward
+
+
+def build(variant: str, model_dir: Path, name: str, batch_size: int, folder: Path):
+    """A callable texts -> normalised float32 vectors (numpy) for `variant`."""
+    from rag.embeddings import LocalEmbeddings
+    from rag.embeddings.bf16 import encode_by_tokens
+
+    if variant in ("fp32", "bf16"):
+        import numpy as np
+
+        emb = LocalEmbeddings(model_dir, name, batch_size, backend="torch" if variant == "fp32" else "bf16")
+        print(f"  {variant}: backend {emb.backend}, layers packed {emb.packed_linears}")
+        return lambda texts: np.asarray(emb.embed_documents(texts))
+    st = _st(model_dir)
+    forward = {
+        "autocast": lambda: _torch_forward(st, None),
+        "compile": lambda: _torch_forward(st, False),
+        "compile-frozen": lambda: _torch_forward(st, True),
+        "onnxruntime": lambda: _onnx_forward(st, folder),
+        "openvino": lambda: _openvino_forward(st),
+    }[variant]()
+    return lambda texts: encode_by_tokens(st, texts, batch_size, forward)
+
+
+def chunks(paths: list[Path], n: int):
+    """The first `n` chunks of `paths` as `rag ingest` splits them, and the RAG they were split with."""
+    from rag import RAG
+    from rag.loaders import load_file
+
+    rag = RAG(store=Path(tempfile.mkdtemp()) / "store")
+    texts: list[str] = []
+    for path in paths:
+        texts += [c.page_content for c in rag.splitter.split(load_file(path).documents)]
+    return texts[:n], rag
+
+
+def setup(variants: list[str], texts: list[str], rag, folder: Path) -> tuple[dict, dict]:
+    """Each variant that can run here, and its vectors of `texts` from a first, untimed pass."""
+    runners, vectors = {}, {}
+    for variant in variants:
+        start = time.perf_counter()
+        try:
+            run = build(variant, rag.embedding_model_dir, rag.settings.embedding_model,
+                        rag.settings.embedding_batch_size, folder)
+            vectors[variant] = run(texts)  # compiles every batch shape the rounds will see
+        except ImportError as exc:
+            print(f"  {variant}: left out ({exc})")
+            continue
+        runners[variant] = run
+        print(f"  {variant}: setup and first pass {time.perf_counter() - start:.1f} s")
+    return runners, vectors
+
+
+def rounds(runners: dict, texts: list[str], n: int) -> tuple[dict, dict]:
+    """Chunks/s per variant and round; each round runs every variant once, starting one further along, so that
+    a slow spell of the shared machine does not fall on one variant."""
+    import numpy as np
+
+    names = list(runners)
+    rates: dict[str, list[float]] = {v: [] for v in names}
+    last: dict[str, np.ndarray] = {}
+    for r in range(n):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for variant in order:
+            start = time.perf_counter()
+            last[variant] = runners[variant](texts)
+            rates[variant].append(len(texts) / (time.perf_counter() - start))
+        load = os.getloadavg()[0]
+        print(f"round {r + 1} (load {load:.2f}): " + ", ".join(f"{v} {rates[v][-1]:.1f}" for v in names))
+    return rates, last
+
+
+def report(rates: dict, vectors: dict) -> None:
+    """Median chunks/s with its spread, the ratio to float32 (median of the per-round ratios, and its range) and
+    the cosine of each variant's vectors with the float32 ones."""
+    base = rates["fp32"]
+    print(f"{'variant':<15} {'chunks/s median (min-max)':<27} {'ratio to fp32 median (min-max)':<31} cosine mean / min")
+    for variant, r in rates.items():
+        ratios = [a / b for a, b in zip(r, base)]
+        cos = (vectors[variant] * vectors["fp32"]).sum(axis=1)
+        print(f"{variant:<15} {statistics.median(r):7.1f} ({min(r):.1f}-{max(r):.1f}){'':<9} "
+              f"{statistics.median(ratios):5.2f} ({min(ratios):.2f}-{max(ratios):.2f}){'':<16} "
+              f"{cos.mean():.6f} / {cos.min():.6f}")
 
 
 def main() -> None:
@@ -31,50 +196,25 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=640, help="chunks per round (default 640)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--variants", default="fp32,bf16", help=f"comma-separated, fp32 first; any of {', '.join(VARIANTS)}")
     args = ap.parse_args()
+    variants = args.variants.split(",")
+    if variants[0] != "fp32" or not set(variants) <= set(VARIANTS):
+        ap.error(f"--variants: fp32 first, then any of {', '.join(VARIANTS)}")
 
-    import numpy as np
     import torch
-
-    from rag import RAG
-    from rag.embeddings import LocalEmbeddings
-    from rag.loaders import load_file
 
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = [Path(p) for p in args.paths] or ([DEFAULT] if DEFAULT.exists() else sorted((REPO / "data").iterdir()))
-    rag = RAG(store=Path(tempfile.mkdtemp()) / "store")
-    texts: list[str] = []
-    for path in paths:
-        texts += [c.page_content for c in rag.splitter.split(load_file(path).documents)]
-    texts = texts[: args.chunks]
-    model_dir = rag.embedding_model_dir
-    fp32 = LocalEmbeddings(model_dir, rag.settings.embedding_model, backend="torch")
-    bf16 = LocalEmbeddings(model_dir, rag.settings.embedding_model, backend="bf16")
+    texts, rag = chunks(paths, args.chunks)
     print(f"machine: {machine()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(texts)} chunks from "
-          f"{', '.join(p.name for p in paths)}; batch size {fp32.batch_size}; bf16 layers packed: {bf16.packed_linears}")
-    for emb in (fp32, bf16):
-        emb.embed_documents(texts[:64])  # warm-up: first-call allocations and kernel compilation
-
-    def timed(emb: LocalEmbeddings):
-        start = time.perf_counter()
-        vectors = np.asarray(emb.embed_documents(texts))
-        return len(texts) / (time.perf_counter() - start), vectors
-
-    rates: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for r in range(args.rounds):
-        a, va = timed(fp32)
-        b, vb = timed(bf16)
-        rates["fp32"].append(a)
-        rates["bf16"].append(b)
-        cos = (va * vb).sum(axis=1)
-        print(f"round {r + 1}: sentence-transformers float32 encode {a:.1f} chunks/s, bf16 {b:.1f} chunks/s, "
-              f"ratio {b / a:.2f}; cosine mean {cos.mean():.5f}, min {cos.min():.5f}")
-    fa, fb = statistics.median(rates["fp32"]), statistics.median(rates["bf16"])
-    total_a, total_b = sum(1 / x for x in rates["fp32"]), sum(1 / x for x in rates["bf16"])
-    print(f"median: float32 {fa:.1f} chunks/s, bf16 {fb:.1f} chunks/s; bf16/float32 {fb / fa:.2f} "
-          f"(over all rounds {total_a / total_b:.2f})")
+          f"{', '.join(p.name for p in paths)}; batch size {rag.settings.embedding_batch_size}")
+    with tempfile.TemporaryDirectory() as folder:
+        runners, vectors = setup(variants, texts, rag, Path(folder))
+        rates, last = rounds(runners, texts, args.rounds)
+    report(rates, last)
 
 
 if __name__ == "__main__":

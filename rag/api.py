@@ -47,14 +47,9 @@ class RAG:
     @cached_property
     def embeddings(self):
         """The LangChain `Embeddings`: the local model (loads torch), or the endpoint at `embedding_url`."""
-        s = self.settings
-        if s.embedding_url:
-            from rag.embeddings import RemoteEmbeddings
+        from rag.embeddings import make_embeddings
 
-            return RemoteEmbeddings(s.embedding_url, s.embedding_model, s.embedding_api_key, s.embedding_batch_size)
-        from rag.embeddings import LocalEmbeddings
-
-        return LocalEmbeddings(self.embedding_model_dir, s.embedding_model, s.embedding_batch_size, backend=s.embedding_backend)
+        return make_embeddings(self.settings)
 
     @property
     def embedding_identity(self) -> str:
