@@ -1,6 +1,6 @@
-"""rag.evaluate and `rag eval`: the metric wrapper on hand-computed cases, the file readers, answer
-normalisation, and both commands end to end on tiny generated sets (real store, real embedding model, the
-small packaged chat model)."""
+"""rag.eval and `rag eval`: the metric wrapper on hand-computed cases, the file readers, answer
+normalisation, the answer scoring on fixed answers, and both commands end to end on tiny generated sets (real
+store, real embedding model, the small packaged chat model)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,20 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from langchain_core.documents import Document
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from rag.api import RAG
 from rag.config import ConfigError
 from rag.cli.eval import eval_group
 from rag.eval import (
     RETRIEVAL_METRICS,
+    QAItem,
     contains_answer,
     detect_format,
     doc_filename,
+    evaluate_qa,
     evaluate_retrieval,
+    ingest_contexts,
     load_beir,
     load_qa,
     load_retrieval_set,
@@ -31,7 +35,7 @@ from rag.eval import (
     score_run,
     write_documents,
 )
-from tests.conftest import rag_with
+from tests.conftest import make_settings, rag_with
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -298,6 +302,37 @@ def test_evaluation_refuses_a_store_with_other_files(tmp_path, embeddings):
         evaluate_retrieval(rag, load_beir(make_beir(tmp_path / "beir")))
 
 
+def test_evaluate_qa_scores_fixed_answers(tmp_path, embeddings):
+    # A fake chat model (fixed replies, in order) over the real chain, store and embedder; min_score -1: every
+    # retrieved passage counts as relevant, so every question reaches the model and takes the next reply.
+    teapot = "Hilda Brandvold owns a purple teapot that sings a lullaby every Tuesday at noon."
+    items = [
+        QAItem("colour", "What colour is the teapot of Hilda Brandvold?", ["purple"], "c1", teapot),
+        QAItem("day", "On which day does the teapot sing?", ["Tuesday"]),
+        QAItem("owner", "Who owns the purple teapot?", ["Hilda Brandvold"]),
+        QAItem("zorblax", "What is the population of the planet Zorblax?", []),
+        QAItem("moon", "What is the moon made of?", []),
+    ]
+    replies = ["Her teapot is purple [1].", "The documents do not say.", "It belongs to Hilda [1].",
+               "The documents do not say.", "The moon is made of green cheese [1]."]
+    rag = RAG(make_settings(tmp_path / "store", min_score=-1.0), embeddings=embeddings,
+              llm=FakeListChatModel(responses=replies))
+    ingest_contexts(rag, items)
+    report = evaluate_qa(rag, items, "fixed")
+    assert [(r.id, r.refused, r.correct) for r in report.results] == [
+        ("colour", False, True),  # "purple" in the answer
+        ("day", True, False),  # refused, yet the question has an answer
+        ("owner", False, False),  # "hilda" alone does not contain "hilda brandvold"
+        ("zorblax", True, True),  # refused, and the question has no answer
+        ("moon", False, False),  # answered a question that has none
+    ]
+    d = report.to_dict()
+    assert (d["questions"], d["answerable"], d["unanswerable"]) == (5, 3, 2)
+    # Right among the 3 answerable: colour only, 1/3; refused among them: day only, 1/3; refused among the 2
+    # unanswerable: zorblax only, 1/2.
+    assert (d["answer_contains_reference"], d["false_refusals"], d["correct_refusals"]) == (0.3333, 0.3333, 0.5)
+
+
 def test_eval_qa_command(runner, tmp_path):
     path = write_jsonl(tmp_path / "qa.jsonl", [
         {"question": "What colour is the teapot of Hilda Brandvold?", "answers": ["purple"],
@@ -323,10 +358,12 @@ def test_eval_qa_command(runner, tmp_path):
     rows = report["per_question"]
     assert [r["answers"] for r in rows][2] == [] and all(r["answer"] for r in rows)
     for r in rows:
-        want = (not r["refused"] and contains_answer(r["answer"], r["answers"])) if r["answers"] else r["refused"]
-        assert r["correct"] == want
         assert 0 < r["retrieval"] <= r["first_token"] <= r["total"]
-    assert report["correct_refusals"] == float(rows[2]["refused"])
+    # Zorblax matches no passage above min_score 0.3 (cosine 0.03 and -0.02), so the chain refuses without asking
+    # the model: a right answer, and 1 correct refusal of 1 unanswerable question = 1.0. How answers are scored
+    # is checked on fixed answers above; what the 135M model answers is not pinned here.
+    assert (rows[2]["refused"], rows[2]["correct"]) == (True, True)
+    assert report["correct_refusals"] == 1.0
 
     # --limit and the text report, on the store built above.
     result = invoke(runner, "qa", path, "--store", store, "--model", "smollm2-135m", "--max-tokens", "16",

@@ -1,0 +1,95 @@
+"""The scores: retrieval metrics of a run against relevance judgements (trec_eval, through pytrec-eval-terrier),
+and answer matching (normalisation, contains-a-reference) and latency percentiles for question answering."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+
+from rag.lang import HAN, KANA_HANGUL
+
+#: Reported for every retrieval run: our name (measure@depth) -> trec_eval's measure. Each is computed on every
+#: query's first `depth` documents; trec_eval's recip_rank has no cutoff of its own, so that cut is what makes it
+#: MRR@10. success_1 (a relevant document at rank 1) is hit@1. trec_eval's nDCG gains are the grades (linear),
+#: as BEIR reports.
+RETRIEVAL_METRICS: dict[str, str] = {
+    "ndcg@10": "ndcg_cut_10",
+    "recall@10": "recall_10",
+    "recall@100": "recall_100",
+    "mrr@10": "recip_rank",
+    "hit@1": "success_1",
+}
+
+
+def _top(docs: Mapping[str, float], depth: int) -> dict[str, float]:
+    """The first `depth` documents by score, ties in the run's order, scored depth, depth-1, ...: trec_eval
+    breaks ties by document id, and with distinct scores it ranks (and the cut keeps) what the run ranks."""
+    order = sorted(docs, key=lambda d: -float(docs[d]))[:depth]  # sorted is stable: ties keep the run's order
+    return {d: float(len(order) - i) for i, d in enumerate(order)}
+
+
+def score_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]],
+              metrics: Mapping[str, str] = RETRIEVAL_METRICS) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Score a run (query id -> {document id: score}, higher first) with trec_eval. `metrics` maps our names
+    (measure@depth) to trec_eval's. Queries missing from the run, or with nothing found, score 0; run entries
+    without judgements are ignored. Returns (means over the judged queries, per-query scores)."""
+    import pytrec_eval
+
+    qrels = {q: {d: int(g) for d, g in docs.items()} for q, docs in qrels.items() if docs}
+    if not qrels:
+        raise ValueError("no query has a relevance judgement")
+    per_query = {q: dict.fromkeys(metrics, 0.0) for q in qrels}
+    by_depth: dict[int, dict[str, str]] = {}
+    for name, measure in metrics.items():
+        by_depth.setdefault(int(name.rpartition("@")[2]), {})[name] = measure
+    for depth, group in by_depth.items():
+        cut = {q: _top(docs, depth) for q, docs in run.items() if q in qrels and docs}
+        scores = pytrec_eval.RelevanceEvaluator(qrels, set(group.values())).evaluate(cut)
+        for q, values in scores.items():
+            for name, measure in group.items():
+                per_query[q][name] = float(values[measure])
+    means = {name: math.fsum(row[name] for row in per_query.values()) / len(per_query) for name in metrics}
+    return means, per_query
+
+
+_CJK = re.compile(f"[{HAN}{KANA_HANGUL}]")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case; full-width forms folded (NFKC); punctuation removed (ASCII and CJK: 。，《》“” ...); English
+    articles dropped (as SQuAD's scorer does); whitespace collapsed; and, when the text has Chinese (or other
+    CJK) characters, no spaces at all, since Chinese does not separate words."""
+    text = unicodedata.normalize("NFKC", str(text)).lower()
+    text = "".join("" if unicodedata.category(ch).startswith("P") else ch for ch in text)
+    text = " ".join(_ARTICLES.sub(" ", text).split())
+    return text.replace(" ", "") if _CJK.search(text) else text
+
+
+def contains_answer(answer: str, references: Iterable[str]) -> bool:
+    """True when the normalised answer contains a normalised reference (as whole words for non-CJK references;
+    as a plain substring, spaces removed, when either side has CJK characters)."""
+    got = normalize_answer(answer)
+    for ref in references:
+        want = normalize_answer(ref)
+        if not want:
+            continue
+        if _CJK.search(want) or _CJK.search(got):
+            if want.replace(" ", "") in got.replace(" ", ""):
+                return True
+        elif f" {want} " in f" {got} ":
+            return True
+    return False
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The p-th percentile (0-100) with linear interpolation between order statistics (numpy's default)."""
+    if not values:
+        return math.nan
+    xs = sorted(values)
+    pos = (len(xs) - 1) * p / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
