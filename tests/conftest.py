@@ -35,11 +35,13 @@ HARDWARE_SKIPS = {
     "test_embeddings.py::test_bf16_layers_are_packed_where_onednn_has_bfloat16":
         "hardware: oneDNN bfloat16 needs a CPU with AVX512-BF16 or AMX",
 }
+_in_ci = pytest.StashKey[bool]()
 _hardware_skipped = pytest.StashKey[list]()
 
 
-def _in_ci() -> bool:
-    return os.environ.get("RAG_CI") == "1"
+def pytest_configure(config):
+    # Read once, at the start: tests that clear the RAG_* variables (for the CLI's settings) must not switch it off.
+    config.stash[_in_ci] = os.environ.get("RAG_CI") == "1"
 
 
 def _skip_reason(longrepr) -> str:
@@ -55,7 +57,7 @@ def _as_failure(report) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
-    if report.skipped and not hasattr(report, "wasxfail") and _in_ci():
+    if report.skipped and not hasattr(report, "wasxfail") and item.config.stash.get(_in_ci, False):
         if f"{item.path.name}::{getattr(item, 'originalname', item.name)}" in HARDWARE_SKIPS:
             item.config.stash.setdefault(_hardware_skipped, []).append((item.nodeid, _skip_reason(report.longrepr)))
         else:
@@ -66,7 +68,7 @@ def pytest_runtest_makereport(item, call):
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector):
     report = yield  # a whole module skipped (pytest.importorskip, allow_module_level) fails too
-    if report.skipped and _in_ci():
+    if report.skipped and collector.config.stash.get(_in_ci, False):
         _as_failure(report)
     return report
 

@@ -3,7 +3,8 @@ and names what is missing, except the allow-listed hardware-only tests, whose sk
 
 import pytest
 
-HOOKS = "from tests.conftest import pytest_make_collect_report, pytest_runtest_makereport, pytest_terminal_summary\n"
+HOOKS = ("from tests.conftest import pytest_configure, pytest_make_collect_report, pytest_runtest_makereport, "
+         "pytest_terminal_summary\n")
 INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
 SKIPS = """
 import pytest
@@ -28,6 +29,10 @@ def test_expected_failure():
 
 def test_passes():
     pass
+
+def test_clears_the_environment_then_skips(monkeypatch):
+    monkeypatch.delenv("RAG_CI", raising=False)  # as the CLI tests do with every RAG_* variable
+    pytest.skip("gadget not installed")
 """
 # The real allow-list entry: a file and test of that name, skipping as it does on a CPU without oneDNN bfloat16.
 HARDWARE = """
@@ -49,20 +54,21 @@ def suite(pytester):
 def test_without_rag_ci_a_skip_is_a_skip(suite, monkeypatch):
     monkeypatch.delenv("RAG_CI", raising=False)
     result = suite.runpytest("-ra", "-vv")
-    result.assert_outcomes(passed=1, skipped=4, xfailed=1)
+    result.assert_outcomes(passed=1, skipped=5, xfailed=1)
     assert "hardware-only skips" not in result.stdout.str()
 
 
 def test_under_rag_ci_a_skip_fails_and_names_what_is_missing(suite, monkeypatch):
     monkeypatch.setenv("RAG_CI", "1")
     result = suite.runpytest("-ra", "-vv")
-    # The xfail stays an xfail, the hardware-only test stays a skip; the other three fail (a skip while setting
+    # The xfail stays an xfail, the hardware-only test stays a skip; the other four fail (a skip while setting
     # up, from a skipif mark or a fixture, is an error at setup).
-    result.assert_outcomes(passed=1, failed=1, errors=2, skipped=1, xfailed=1)
+    result.assert_outcomes(passed=1, failed=2, errors=2, skipped=1, xfailed=1)
     result.stdout.fnmatch_lines([
         "ERROR test_skips.py::test_marked - RAG_CI=1 counts a skip as a failure; missing: the widget extra is not installed",
         "ERROR test_skips.py::test_with_fixture - RAG_CI=1 counts a skip as a failure; missing: ../corpus not present",
         "FAILED test_skips.py::test_needs_a_tool - RAG_CI=1 counts a skip as a failure; missing: frobnicate not installed (apt-get install frobnicate)",
+        "FAILED test_skips.py::test_clears_the_environment_then_skips - RAG_CI=1 counts a skip as a failure; missing: gadget not installed",
     ])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 

@@ -24,12 +24,13 @@ from rag.config import Settings
 from rag.models.packaged import ModelError
 from rag.models.resolve import chat_model_path
 from rag.storage.store import StoreError
-from tests.conftest import make_settings, rag_with
+from tests.conftest import CRAN_FACT, make_settings
 
 BIN = Path(sys.executable).parent
 CHAT_ALIAS = "smollm2-135m"
 EMBED_ALIAS = "smol-embed"
 CRAN = "CRAN is the Comprehensive R Archive Network, a network of servers that store identical copies of R packages.\n"
+CRAN_DOC_FACT = "Comprehensive R Archive Network"  # what an answer to "What is CRAN?" from CRAN (above) says
 
 
 def _chroma_exe() -> str | None:
@@ -139,9 +140,7 @@ def served_settings(store: Path, chroma: Server, chat: Server | None = None, **o
 
 
 def served_rag(store: Path, embeddings, chroma: Server, chat: Server | None = None, **overrides) -> RAG:
-    rag = RAG(served_settings(store, chroma, chat, **overrides))
-    rag.__dict__["embeddings"] = embeddings  # the session's MiniLM, loaded once
-    return rag
+    return RAG(served_settings(store, chroma, chat, **overrides), embeddings=embeddings)  # the session's MiniLM
 
 
 def server_collection(chroma: Server, name: str):
@@ -185,7 +184,7 @@ def test_ingest_and_ask_through_the_servers(served, chroma, data_copy):
 
     answer = rag.ask("What is CRAN?")
     assert type(rag.llm).__name__ == "RemoteChatOpenAI"
-    assert answer.text and not answer.refused
+    assert CRAN_FACT in answer.text and not answer.refused, answer.text
     assert answer.sources and all(Path(s.source).is_relative_to(data_copy) for s in answer.sources)
     assert "R-FAQ.pdf" in {Path(s.source).name for s in answer.sources}
 
@@ -207,8 +206,10 @@ def test_a_second_client_sees_the_same_data(served, embeddings, chroma, chat_ser
     ids = {cid for rec in rag.files() for cid in rec.chunk_ids}
     hits = other.store.lexical().search("Comprehensive R Archive Network CRAN", 5)  # built from the server's chunks
     assert hits and all(cid in ids for cid, _ in hits)
-    answer = other.ask("What is CRAN?")
-    assert answer.text and not answer.refused and answer.sources
+    # The same question gets the same answer from the same passages (the seed goes with the request).
+    answer, first = other.ask("What is CRAN?"), rag.ask("What is CRAN?")
+    assert answer.text == first.text and not answer.refused
+    assert [(s.source, s.page, s.text) for s in answer.sources] == [(s.source, s.page, s.text) for s in first.sources]
 
 
 def test_delete_and_reset_are_seen_by_every_client(small_docs, embeddings, chroma, tmp_path):
@@ -347,7 +348,7 @@ def test_cli_ingest_and_ask_with_env_urls(chroma, chat_server, small_docs, tmp_p
     out = _rag(["ask", "What is CRAN?", "--json"], env, tmp_path)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["answer"].strip() and not result["refused"]
+    assert CRAN_DOC_FACT in result["answer"] and not result["refused"], result["answer"]
     assert "cran.txt" in {Path(s["source"]).name for s in result["sources"]}
     assert "warning:" not in out.stderr  # the model name matches the server's
 
@@ -373,7 +374,7 @@ def test_remote_path_loads_no_local_model_and_no_tiktoken(chroma, chat_server, s
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["answer"]
+    assert CRAN_DOC_FACT in result["answer"], result["answer"]
     assert result["llama_cpp"] is False  # llama.cpp is never imported: the model is the server's
     assert result["encodings"] == []  # tiktoken (imported by langchain-openai) never built an encoding
     assert list(Path(env["TIKTOKEN_CACHE_DIR"]).iterdir()) == []
@@ -478,7 +479,7 @@ def test_the_client_and_the_chroma_server_connect_only_to_loopback(chat_server, 
         out = subprocess.run([*trace, str(client_log), str(exe), "ask", "What is CRAN?", "--json"],
                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
         assert out.returncode == 0, out.stderr[-2000:]
-        assert json.loads(out.stdout)["answer"]
+        assert CRAN_DOC_FACT in json.loads(out.stdout)["answer"]
     finally:
         server.stop()
     connects = [line for line in client_log.read_text().splitlines() if "connect(" in line and "AF_INET" in line]
