@@ -1,4 +1,4 @@
-"""`rag eval`: measure retrieval and answering on benchmark files (a thin click shell over rag/evaluate.py).
+"""`rag eval`: measure retrieval and answering on benchmark files (a thin click shell over rag/eval).
 
     rag eval retrieval DIR|FILE [--retrieval hybrid|dense|bm25] [--store DIR] [--split S] [--json]
     rag eval qa FILE --store DIR [--ingest-contexts] [--model M] [--limit N] [--json]
@@ -9,7 +9,6 @@ Only click and the standard library are imported here; everything heavy is impor
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import tempfile
@@ -20,42 +19,7 @@ from typing import Any
 
 import click
 
-EXIT_USER_ERROR = 2
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from rag.config import ConfigError
-    from rag.loaders import LoadError
-    from rag.models.packaged import ModelError
-    from rag.storage.store import StoreError
-
-    return (ConfigError, ModelError, StoreError, LoadError)
-
-
-def _handle_errors(fn: Callable) -> Callable:
-    """User mistakes: one line on stderr, exit 2. Ctrl-C: exit 130."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted", err=True)
-            sys.exit(130)
-        except _user_errors() as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_USER_ERROR)
-
-    return wrapper
-
-
-def _make_rag(ctx: click.Context, **overrides: Any):
-    """A `RAG` from settings, as `rag` builds it: defaults < rag.toml (or --config) < RAG_* < these flags."""
-    from rag.api import RAG
-    from rag.config import Settings
-
-    config = ctx.obj.get("config") if isinstance(ctx.obj, dict) else None
-    return RAG(Settings.load(config_file=config, overrides=overrides))
+from rag.cli.common import CONTEXT_SETTINGS, IngestProgress, handle_errors, make_rag
 
 
 @contextmanager
@@ -68,29 +32,7 @@ def _bar(length: int, label: str, enabled: bool) -> Iterator[Callable[[int], Non
         yield bar.update
 
 
-class _IngestBar:
-    """Ingest progress events -> a progress bar over files, on stderr."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-
-    def __call__(self, event: str, value: object) -> None:
-        if not self.enabled:
-            return
-        if event == "files":
-            self.bar = click.progressbar(length=max(int(value), 1), label="ingesting", file=sys.stderr, show_pos=True)  # type: ignore[call-overload]
-            self.bar.__enter__()
-        elif event == "file" and self.bar is not None:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings=CONTEXT_SETTINGS)
 def eval_group() -> None:
     """Measure retrieval and answer quality on benchmark sets (BEIR, CMRC2018, SQuAD, JSONL)."""
 
@@ -110,7 +52,7 @@ def eval_group() -> None:
 @click.option("--per-query", is_flag=True, help="With --json: include every query's scores.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def retrieval_cmd(ctx: click.Context, dataset: Path, split: str | None, retrieval: str | None, store: Path | None,
                   limit_queries: int | None, k: int, as_json: bool, per_query: bool, quiet: bool) -> None:
     """Retrieval quality on DATASET: nDCG@10, Recall@10, Recall@100, MRR@10 and hit@1.
@@ -123,7 +65,7 @@ def retrieval_cmd(ctx: click.Context, dataset: Path, split: str | None, retrieva
 
     data = load_retrieval_set(dataset, split).limited(limit_queries)
     with tempfile.TemporaryDirectory(prefix="rag-eval-") as tmp:
-        rag = _make_rag(ctx, store=store or Path(tmp) / "store", retrieval=retrieval, k=k)
+        rag = make_rag(ctx, store=store or Path(tmp) / "store", retrieval=retrieval, k=k)
         report = _run_retrieval(rag, data, show=not quiet)
     if as_json:
         click.echo(json.dumps(report.to_dict(per_query=per_query), ensure_ascii=False, indent=2))
@@ -139,7 +81,7 @@ def retrieval_cmd(ctx: click.Context, dataset: Path, split: str | None, retrieva
 def _run_retrieval(rag: Any, data: Any, show: bool) -> Any:
     from rag.eval import prepare_store, run_queries
 
-    ingest_bar = _IngestBar(show and sys.stderr.isatty())
+    ingest_bar = IngestProgress(show)
     try:
         id_of, seconds = prepare_store(rag, data, ingest_bar)
     finally:
@@ -163,7 +105,7 @@ def _run_retrieval(rag: Any, data: Any, show: bool) -> Any:
 @click.option("--per-question", is_flag=True, help="With --json: include every question, answer and timing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def qa_cmd(ctx: click.Context, file: Path, store: Path | None, ingest_contexts: bool, limit: int | None,
            model: str | None, k: int | None, retrieval: str | None, max_tokens: int | None, as_json: bool,
            per_question: bool, quiet: bool) -> None:
@@ -176,7 +118,7 @@ def qa_cmd(ctx: click.Context, file: Path, store: Path | None, ingest_contexts: 
     from rag.eval import evaluate_qa, ingest_contexts as do_ingest, load_qa
 
     items = load_qa(file)
-    rag = _make_rag(ctx, store=store, model=model, k=k, retrieval=retrieval, max_tokens=max_tokens)
+    rag = make_rag(ctx, store=store, model=model, k=k, retrieval=retrieval, max_tokens=max_tokens)
     if ingest_contexts:
         report = do_ingest(rag, items)
         if not quiet:
@@ -186,18 +128,21 @@ def qa_cmd(ctx: click.Context, file: Path, store: Path | None, ingest_contexts: 
     with _bar(len(items), "asking", not quiet) as update:
         qa = evaluate_qa(rag, items, file.name, progress=update)
     d = qa.to_dict(per_question=per_question)
-    if as_json:
-        click.echo(json.dumps(d, ensure_ascii=False, indent=2))
-        return
+    click.echo(json.dumps(d, ensure_ascii=False, indent=2) if as_json else _qa_text(d))
+
+
+def _qa_text(d: dict[str, Any]) -> str:
+    """`rag eval qa`'s report as lines of text."""
 
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.1f}%"
 
-    click.echo(f"{d['dataset']}: {d['questions']} questions ({d['answerable']} answerable, "
-               f"{d['unanswerable']} without an answer); model {d['model']}")
-    click.echo(f"  answer contains a reference   {pct(d['answer_contains_reference'])}")
-    click.echo(f"  false refusals (answerable)   {pct(d['false_refusals'])}")
-    click.echo(f"  correct refusals (no answer)  {pct(d['correct_refusals'])}")
+    lines = [f"{d['dataset']}: {d['questions']} questions ({d['answerable']} answerable, "
+             f"{d['unanswerable']} without an answer); model {d['model']}",
+             f"  answer contains a reference   {pct(d['answer_contains_reference'])}",
+             f"  false refusals (answerable)   {pct(d['false_refusals'])}",
+             f"  correct refusals (no answer)  {pct(d['correct_refusals'])}"]
     for part, label in (("retrieval", "retrieval"), ("first_token", "first token"), ("total", "total")):
         lat = d["latency_seconds"][part]
-        click.echo(f"  {label:<12} p50 {lat['p50']:.2f} s   p90 {lat['p90']:.2f} s")
+        lines.append(f"  {label:<12} p50 {lat['p50']:.2f} s   p90 {lat['p90']:.2f} s")
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""`rag models`: see, download and choose chat models (a thin click shell over rag/gguf_info.py and rag/hub.py).
+"""`rag models`: see, download and choose chat models (a thin click shell over rag/models: gguf.py and hub.py).
 
     rag models list [--json] [--n-ctx N]          packaged models and the GGUF files of the models folder
     rag models pull REPO FILE [--revision R]      download a GGUF from the Hugging Face hub (the only command
@@ -21,34 +21,7 @@ from typing import Any
 
 import click
 
-EXIT_USER_ERROR = 2
-
-
-def _handle_errors(fn: Callable) -> Callable:
-    """User mistakes (a bad model, config or download): one line on stderr, exit 2. Ctrl-C: exit 130."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from rag.config import ConfigError
-        from rag.models.packaged import ModelError
-
-        try:
-            return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted", err=True)
-            sys.exit(130)
-        except (ConfigError, ModelError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_USER_ERROR)
-
-    return wrapper
-
-
-def _settings(ctx: click.Context, **overrides: Any):
-    """Settings as `rag` builds them: defaults < rag.toml (or --config) < RAG_* < these flags."""
-    from rag.config import Settings
-
-    return Settings.load(config_file=ctx.obj.get("config") if ctx.obj else None, overrides=overrides)
+from rag.cli.common import CONTEXT_SETTINGS, EXIT_INTERRUPTED, handle_errors, settings as load_settings
 
 
 def _models_dir(settings: Any, flag: Path | None) -> Path:
@@ -69,7 +42,7 @@ def _n_ctx_option(fn: Callable) -> Callable:
                         help="Context window the memory is estimated for (default: the n_ctx setting, 4096).")(fn)
 
 
-@click.group(name="models", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(name="models", context_settings=CONTEXT_SETTINGS)
 def models_group() -> None:
     """See, download and choose chat models (GGUF files run by llama.cpp).
 
@@ -89,7 +62,7 @@ def models_group() -> None:
 @_n_ctx_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def list_(ctx: click.Context, models_dir: Path | None, n_ctx: int | None, as_json: bool) -> None:
     """List the packaged models and the GGUF files in the models folder.
 
@@ -99,7 +72,7 @@ def list_(ctx: click.Context, models_dir: Path | None, n_ctx: int | None, as_jso
     """
     from rag.models.gguf import available_memory
 
-    settings = _settings(ctx, n_ctx=n_ctx)
+    settings = load_settings(ctx, n_ctx=n_ctx)
     folder = _models_dir(settings, models_dir)
     rows = collect_models(settings, folder)
     available = available_memory()
@@ -203,7 +176,7 @@ def _human_bytes(n: int | None) -> str:
 @_n_ctx_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def pull(ctx: click.Context, repo: str, filename: str, revision: str | None, models_dir: Path | None,
          n_ctx: int | None, quiet: bool) -> None:
     """Download FILENAME of the Hugging Face hub repository REPO into the models folder.
@@ -220,7 +193,7 @@ def pull(ctx: click.Context, repo: str, filename: str, revision: str | None, mod
     from rag.models.gguf import human_bytes, memory_problem, quality_warnings, read_gguf
     from rag.models.packaged import ModelError
 
-    settings = _settings(ctx, n_ctx=n_ctx)
+    settings = load_settings(ctx, n_ctx=n_ctx)
     folder = _models_dir(settings, models_dir)
     if not quiet:
         click.echo(f"{repo}/{filename}: from {hub.endpoint()} into {folder}", err=True)
@@ -229,7 +202,7 @@ def pull(ctx: click.Context, repo: str, filename: str, revision: str | None, mod
         result = hub.pull(repo, filename, folder, revision=revision, progress=not quiet, on_verify=verify)
     except KeyboardInterrupt:
         click.echo("\ninterrupted: run the same command again to resume the download", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     how = "already there, unchanged" if result.already_present else (
         f"resumed at {human_bytes(result.resumed_from)}" if result.resumed_from else "downloaded")
     check = f"sha256 {result.sha256[:16]}… verified" if result.sha256 else "git sha1 verified"
@@ -255,7 +228,7 @@ def pull(ctx: click.Context, repo: str, filename: str, revision: str | None, mod
 @_n_ctx_option
 @click.option("--force", is_flag=True, help="Accept a model larger than the memory available now.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def use(ctx: click.Context, name: str, models_dir: Path | None, n_ctx: int | None, force: bool) -> None:
     """Make NAME the default chat model: a packaged name, a file in the models folder, or a path.
 
@@ -267,7 +240,7 @@ def use(ctx: click.Context, name: str, models_dir: Path | None, n_ctx: int | Non
     from rag.models.gguf import check_model, packaged_info, read_gguf
     from rag.models.packaged import PACKAGED_CHAT_MODELS, ModelError
 
-    settings = _settings(ctx, n_ctx=n_ctx)
+    settings = load_settings(ctx, n_ctx=n_ctx)
     folder = _models_dir(settings, models_dir)
     if name in PACKAGED_CHAT_MODELS:
         info = packaged_info(name, settings.cache_dir)

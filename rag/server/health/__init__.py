@@ -1,0 +1,1 @@
+"""Whether the server is up and how busy its model is: /health."""
