@@ -25,11 +25,10 @@ from rag.cli.common import CONTEXT_SETTINGS, EXIT_INTERRUPTED, handle_errors, se
 
 
 def _models_dir(settings: Any, flag: Path | None) -> Path:
-    """--models-dir, else the `models_dir` setting, else <cache_dir>/models (where the packaged model is joined)."""
-    if flag:
-        return Path(flag).expanduser()
-    configured = getattr(settings, "models_dir", None)  # the setting may not exist in older rag/config.py
-    return Path(configured).expanduser() if configured else Path(settings.cache_dir).expanduser() / "models"
+    """--models-dir, else the settings' models folder (`models_dir`, else <cache_dir>/models)."""
+    from rag.config import models_folder
+
+    return Path(flag).expanduser() if flag else models_folder(settings.cache_dir, settings.models_dir)
 
 
 def _models_dir_option(fn: Callable) -> Callable:
@@ -97,11 +96,10 @@ def collect_models(settings: Any, folder: Path) -> list[dict[str, Any]]:
     """Rows of `rag models list`: packaged models first, then the models folder, then the configured model when
     it lives elsewhere. Each: name, source, default, info (ModelInfo or None) and error (str or None)."""
     from rag.models.gguf import is_later_shard, packaged_info, read_gguf
-    from rag.models.packaged import PACKAGED_CHAT_MODELS, ModelError, SplitGGUF
+    from rag.models.packaged import PACKAGED_CHAT_MODELS, ModelError, SplitGGUF, joined_path
 
     rows: list[dict[str, Any]] = []
     seen: set[Path] = set()
-    cache_models = Path(settings.cache_dir).expanduser() / "models"
     configured = settings.model
 
     def add(name: str, source: str, default: bool, load: Callable[[], Any]) -> None:
@@ -113,7 +111,7 @@ def collect_models(settings: Any, folder: Path) -> list[dict[str, Any]]:
 
     for name, model in PACKAGED_CHAT_MODELS.items():
         if isinstance(model, SplitGGUF):
-            joined = cache_models / model.file_name
+            joined = joined_path(model, settings.cache_dir)
             seen.add(joined.resolve())
             source = "packaged, joined" if joined.is_file() else f"packaged, {model.parts} parts (joined on first use)"
         else:
