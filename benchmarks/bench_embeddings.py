@@ -1,19 +1,18 @@
-"""Embedding throughput of the local backends and their maintained alternatives against sentence-transformers'
-own float32 `encode` of the same chunks, in one process, in interleaved rounds; and how close the vectors are
-(cosine with float32).
+"""Embedding throughput of the local backends and the alternatives measured against them, all compared with
+sentence-transformers' own float32 `encode` of the same chunks, in one process, in interleaved rounds; and how
+close the vectors are (cosine with float32).
 
     python benchmarks/bench_embeddings.py [PDF_OR_TEXT ...] [--chunks N] [--rounds R] [--threads T]
-                                          [--variants fp32,bf16,autocast,compile,compile-frozen,onnxruntime,openvino]
+                                          [--variants fp32,bf16,autocast,compile,compile-frozen,onnxruntime]
 
 Variants (every one but fp32 batches texts by token count as the bf16 backend does, so that only the way the
 transformer runs differs):
   fp32            sentence-transformers `encode`, float32 (the reference every ratio is to)
-  bf16            the "bf16" backend: packed oneDNN bfloat16 layers with fused GELU and residual adds
+  bf16            the "bf16" backend: OpenVINO, bfloat16 where the CPU has it
   autocast        the float32 model under torch.autocast("cpu", dtype=torch.bfloat16)
   compile         torch.compile (inductor) of the transformer, under the same autocast
   compile-frozen  the same with inductor's weight freezing (TORCHINDUCTOR_FREEZING=1: oneDNN weight packing)
   onnxruntime     torch.onnx.export (dynamo) of the transformer, run by onnxruntime (float32; needs onnx, onnxscript)
-  openvino        openvino.convert_model of the transformer, compiled for the CPU (bfloat16 where the CPU has it)
 A variant whose package is missing is reported and left out. Setup time (load, convert, compile and a first
 pass over every chunk, which also compiles each batch shape) is printed apart from the rounds.
 
@@ -38,7 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_ingest import machine  # noqa: E402
 
 DEFAULT = REPO.parent / "shared" / "corpus" / "docs" / "en" / "debian-reference.en.pdf"
-VARIANTS = ("fp32", "bf16", "autocast", "compile", "compile-frozen", "onnxruntime", "openvino")
+VARIANTS = ("fp32", "bf16", "autocast", "compile", "compile-frozen", "onnxruntime")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -90,23 +89,6 @@ def _onnx_forward(st, folder: Path):
     return forward
 
 
-def _openvino_forward(st):
-    import openvino as ov
-    import torch
-
-    sample = _sample(st)
-    model = ov.convert_model(st[0].model.eval(), example_input=sample)
-    compiled = ov.Core().compile_model(model, "CPU")
-    print(f"  openvino {ov.get_version()}: inference precision {compiled.get_property('INFERENCE_PRECISION_HINT')}")
-    names = [p.get_any_name() for p in compiled.inputs]
-
-    def forward(features: dict) -> dict:
-        out = compiled({k: features[k].numpy() for k in names if k in features})[compiled.output(0)]
-        return {**features, "token_embeddings": torch.from_numpy(out)}
-
-    return forward
-
-
 def build(variant: str, model_dir: Path, name: str, batch_size: int, folder: Path):
     """A callable texts -> normalised float32 vectors (numpy) for `variant`."""
     from rag.embeddings import LocalEmbeddings
@@ -115,8 +97,10 @@ def build(variant: str, model_dir: Path, name: str, batch_size: int, folder: Pat
     if variant in ("fp32", "bf16"):
         import numpy as np
 
-        emb = LocalEmbeddings(model_dir, name, batch_size, backend="torch" if variant == "fp32" else "bf16")
-        print(f"  {variant}: backend {emb.backend}, layers packed {emb.packed_linears}")
+        emb = LocalEmbeddings(model_dir, name, batch_size, backend="torch" if variant == "fp32" else "bf16",
+                              cache_dir=folder)
+        precision = emb.transformer.precision if emb.transformer else "f32"
+        print(f"  {variant}: backend {emb.backend}, inference precision {precision}")
         return lambda texts: np.asarray(emb.embed_documents(texts))
     st = _st(model_dir)
     forward = {
@@ -124,7 +108,6 @@ def build(variant: str, model_dir: Path, name: str, batch_size: int, folder: Pat
         "compile": lambda: _torch_forward(st, False),
         "compile-frozen": lambda: _torch_forward(st, True),
         "onnxruntime": lambda: _onnx_forward(st, folder),
-        "openvino": lambda: _openvino_forward(st),
     }[variant]()
     return lambda texts: encode_by_tokens(st, texts, batch_size, forward)
 

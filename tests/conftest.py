@@ -32,8 +32,8 @@ CRAN_FACT = "collection of sites"
 # --- CI: under RAG_CI=1 (set by .ci/run) a skipped test is a failure that names what is missing -----------------
 # The only skips CI allows: tests of CPU features a CI machine may not have. Keyed "file name::test function".
 HARDWARE_SKIPS = {
-    "test_embeddings.py::test_bf16_layers_are_packed_where_onednn_has_bfloat16":
-        "hardware: oneDNN bfloat16 needs a CPU with AVX512-BF16 or AMX",
+    "test_embeddings.py::test_bf16_runs_in_bfloat16_where_the_cpu_has_it":
+        "hardware: bfloat16 inference needs a CPU with AVX512-BF16 or AMX",
 }
 _in_ci = pytest.StashKey[bool]()
 _hardware_skipped = pytest.StashKey[list]()

@@ -34,12 +34,12 @@ def test_clears_the_environment_then_skips(monkeypatch):
     monkeypatch.delenv("RAG_CI", raising=False)  # as the CLI tests do with every RAG_* variable
     pytest.skip("gadget not installed")
 """
-# The real allow-list entry: a file and test of that name, skipping as it does on a CPU without oneDNN bfloat16.
+# The real allow-list entry: a file and test of that name, skipping as it does on a CPU without bfloat16.
 HARDWARE = """
 import pytest
 
-def test_bf16_layers_are_packed_where_onednn_has_bfloat16():
-    pytest.skip("this CPU/torch has no oneDNN bfloat16")
+def test_bf16_runs_in_bfloat16_where_the_cpu_has_it():
+    pytest.skip("this CPU has neither AVX512-BF16 nor AMX")
 """
 
 
@@ -80,7 +80,7 @@ def test_under_rag_ci_an_allow_listed_hardware_skip_is_listed_with_its_reason(su
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines([
         "*= RAG_CI: hardware-only skips (allowed) =*",
-        "SKIPPED test_embeddings.py::test_bf16_layers_are_packed_where_onednn_has_bfloat16: this CPU/torch has no oneDNN bfloat16",
+        "SKIPPED test_embeddings.py::test_bf16_runs_in_bfloat16_where_the_cpu_has_it: this CPU has neither AVX512-BF16 nor AMX",
     ])
 
 

@@ -1,7 +1,7 @@
-"""The two local embedding backends run the same packaged MiniLM: the bfloat16 one (packed and fused oneDNN
-layers, batches by token count) must give the float32 vectors, in the caller's order, whatever the batch; it is
-chosen only on CPUs that do bfloat16 in hardware, and only with a torch it was checked on; the factory picks
-remote or local from the settings."""
+"""The two local embedding backends run the same packaged MiniLM: the bfloat16 one (OpenVINO, batches by token
+count) must give the float32 vectors, in the caller's order, whatever the batch; "auto" chooses it only on CPUs
+that do bfloat16 in hardware and falls back to float32 without OpenVINO; the factory picks remote or local from
+the settings."""
 
 from __future__ import annotations
 
@@ -26,11 +26,19 @@ TEXTS = [
 ]
 
 
+MODEL = "all-MiniLM-L6-v2"
+
+
 @pytest.fixture(scope="module")
-def backends():
-    model_dir = embedding_model_path("all-MiniLM-L6-v2")
-    return (LocalEmbeddings(model_dir, "all-MiniLM-L6-v2", backend="torch"),
-            LocalEmbeddings(model_dir, "all-MiniLM-L6-v2", backend="bf16"))
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def backends(cache_dir):
+    model_dir = embedding_model_path(MODEL)
+    return (LocalEmbeddings(model_dir, MODEL, backend="torch"),
+            LocalEmbeddings(model_dir, MODEL, backend="bf16", cache_dir=cache_dir))
 
 
 def _cos(a, b) -> np.ndarray:
@@ -64,17 +72,36 @@ def test_bf16_batches_larger_than_one_batch(backends):
     assert _cos(fp32.embed_documents(texts), bf16.embed_documents(texts)).min() > 0.999
 
 
-def test_bf16_layers_are_packed_where_onednn_has_bfloat16(backends):
-    import torch
+def test_bf16_runs_in_bfloat16_where_the_cpu_has_it(backends):
+    if not native_bf16_available():
+        pytest.skip("this CPU has neither AVX512-BF16 nor AMX: OpenVINO runs in float32 (tested above)")
+    _, fast = backends
+    assert fast.transformer.precision == "bf16"
 
-    _, bf16 = backends
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        pytest.skip("this CPU/torch has no oneDNN bfloat16: the plain bfloat16 layers are used (tested above)")
-    # MiniLM-L6: per layer 3 projections, 2 residual outputs, 1 feed-forward with GELU; plus the pooler
-    assert bf16.packed_linears == 6 * 6 + 1
-    names = {type(m).__name__ for m in bf16.model[0].modules()}
-    assert {"PackedLinear", "PackedResidual"} <= names
-    assert "BertIntermediate" not in names and "BertOutput" not in names
+
+def test_openvino_runs_with_the_settings_asked_for():
+    assert bf16.compile_config(True, 3) == {"INFERENCE_NUM_THREADS": "3", "INFERENCE_PRECISION_HINT": "bf16"}
+    assert bf16.compile_config(False, 1) == {"INFERENCE_NUM_THREADS": "1"}
+
+
+def test_openvino_converter_telemetry_is_the_silent_stub(backends):
+    import openvino.tools.ovc.convert_impl as converter
+    import openvino.tools.ovc.telemetry_utils as telemetry
+
+    assert converter.tm.__name__ == telemetry.tm.__name__ == "openvino.tools.ovc.telemetry_stub"
+
+
+def test_the_converted_model_is_read_back_from_the_cache(backends, cache_dir, monkeypatch):
+    _, fast = backends
+    assert len(list((cache_dir / "openvino").glob("*/transformer.xml"))) == 1
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again instead of reading the cache")
+
+    monkeypatch.setattr(bf16.import_openvino(), "convert_model", no_conversion)
+    again = LocalEmbeddings(embedding_model_path(MODEL), MODEL, backend="bf16", cache_dir=cache_dir)
+    assert np.allclose(again.embed_documents(TEXTS), fast.embed_documents(TEXTS), atol=1e-6)
+    assert len(list((cache_dir / "openvino").iterdir())) == 1  # no leftover temporary folder
 
 
 def test_backend_names():
@@ -118,8 +145,6 @@ def fresh_detection():
 def test_auto_follows_the_cpu(cpuinfo, expected, tmp_path, monkeypatch, fresh_detection):
     (tmp_path / "cpuinfo").write_text(cpuinfo)
     monkeypatch.setattr(bf16, "CPUINFO", tmp_path / "cpuinfo")
-    monkeypatch.setattr(bf16, "TESTED_TORCH", ("2.13",))
-    monkeypatch.setattr("torch.__version__", "2.13.0+cpu")
     assert resolve_backend("auto") == expected
 
 
@@ -128,24 +153,16 @@ def test_auto_without_cpuinfo_is_float32(tmp_path, monkeypatch, fresh_detection)
     assert resolve_backend("auto") == "torch"
 
 
-@pytest.mark.parametrize(("version", "expected"), [
-    ("2.13.0", True), ("2.13.0+cpu", True), ("2.13.1", True), ("2.14.0", False), ("2.1.3", False),
-    ("2.12.1+cu121", False), ("3.13.0", False)])
-def test_torch_versions_the_packed_layers_were_checked_on(version, expected, monkeypatch):
-    monkeypatch.setattr(bf16, "TESTED_TORCH", ("2.13",))
-    assert bf16.torch_tested(version) is expected
-
-
-def test_an_untested_torch_falls_back_to_float32(backends, tmp_path, monkeypatch, fresh_detection):
+def test_without_openvino_auto_falls_back_to_float32(backends, tmp_path, monkeypatch, fresh_detection):
     fp32, _ = backends
     (tmp_path / "cpuinfo").write_text(AMX)
     monkeypatch.setattr(bf16, "CPUINFO", tmp_path / "cpuinfo")
-    monkeypatch.setattr("torch.__version__", "2.99.0")
-    assert resolve_backend("auto") == "torch"
-    fallback = LocalEmbeddings(embedding_model_path("all-MiniLM-L6-v2"), "all-MiniLM-L6-v2", backend="bf16")
-    assert (fallback.backend, fallback.packed_linears) == ("torch", 0)
-    assert "PackedLinear" not in {type(m).__name__ for m in fallback.model[0].modules()}
+    monkeypatch.setattr(bf16, "openvino_installed", lambda: False)
+    fallback = make_embeddings(Settings(embedding_backend="auto"))
+    assert (fallback.backend, fallback.transformer) == ("torch", None)
     assert np.allclose(fallback.embed_documents(TEXTS), fp32.embed_documents(TEXTS), atol=1e-6)
+    with pytest.raises(EmbeddingError, match=r"runs on OpenVINO: pip install openvino==2026\.4\.1"):
+        resolve_backend("bf16")
 
 
 def test_the_factory_picks_remote_or_local_from_the_settings():

@@ -1,15 +1,14 @@
 """Embeddings: LangChain `Embeddings` backends behind one factory, `make_embeddings(settings, model_dir)`.
 
 - remote.py: an OpenAI-compatible endpoint, when `embedding_url` is set.
-- local.py: the local sentence-transformers model, as `embedding_backend` says:
-  "torch" is float32, sentence-transformers' own `encode`; "bf16" (bf16.py) runs the transformer in bfloat16
-  with its linear layers as packed oneDNN matmuls (bias, BERT's GELU and residual adds fused), pooling in
-  float32, texts batched by token count; "auto" (default) is "bf16" on a CPU with AVX512-BF16 or AMX and a
-  torch release the packed layers were checked on, else "torch".
+- local.py: the local sentence-transformers model, as `embedding_backend` says: "torch" is float32,
+  sentence-transformers' own `encode`; "bf16" (bf16.py) runs the transformer on OpenVINO, in bfloat16 on a CPU
+  with AVX512-BF16 or AMX, texts batched by token count, pooling in float32; "auto" (default) is "bf16" on such
+  a CPU, else "torch".
 
-The bf16 path measured 2.20x float32 on an AVX512-BF16 AMD EPYC and against the maintained alternatives
-(torch.compile under bfloat16 autocast, autocast alone, onnxruntime, OpenVINO) on an AMX Intel Xeon:
-benchmarks/bench_embeddings.py; cosine with the float32 vectors 0.9999.
+OpenVINO replaced a hand-made bf16 path (oneDNN matmuls with fused GELU and residual adds, on torch's private
+ops): measured side by side on an AMX Intel Xeon, it was faster, with cosine 0.99997 to the float32 vectors;
+torch.compile under bfloat16 autocast, autocast alone and onnxruntime were slower (benchmarks/bench_embeddings.py).
 """
 
 from __future__ import annotations
@@ -40,4 +39,5 @@ def make_embeddings(settings: Settings, model_dir: Path | None = None) -> Embedd
         from rag.models.packaged import embedding_model_path
 
         model_dir = embedding_model_path(s.embedding_model)
-    return LocalEmbeddings(model_dir, s.embedding_model, s.embedding_batch_size, backend=s.embedding_backend)
+    return LocalEmbeddings(model_dir, s.embedding_model, s.embedding_batch_size, backend=s.embedding_backend,
+                           cache_dir=s.cache_dir)

@@ -1,20 +1,21 @@
-"""The "bf16" backend's parts: whether this CPU and torch can run it, the transformer's linear layers swapped for
-packed oneDNN bfloat16 matmuls (GELU and residual adds fused), and the encode that batches texts by token count.
-
-The packed layers stand on torch's private oneDNN ops (`torch.ops.mkldnn._linear_pointwise` and kin), so they
-are used only with the torch releases in `TESTED_TORCH`; any other torch gets sentence-transformers' float32.
-"""
+"""The "bf16" backend: the model's transformer converted by OpenVINO and run in bfloat16 on CPUs that do it in
+hardware (float32 elsewhere), texts batched by token count, pooling in float32; and the CPU check for "auto"."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 PAD_MULTIPLE = 16  # pad each batch to a multiple of this many tokens: few distinct shapes, kernels reused
-# The torch releases (major.minor) whose private oneDNN ops the packed layers were checked on.
-TESTED_TORCH = ("2.13",)
 CPUINFO = Path("/proc/cpuinfo")
+OPENVINO_PIN = "openvino==2026.4.1"
 
 
 def cpu_flags(cpuinfo: str) -> set[str]:
@@ -32,27 +33,109 @@ def bf16_in_hardware(flags: set[str]) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def torch_tested(version: str) -> bool:
-    """True when the packed layers were checked on this torch release ("2.13.0+cpu" -> "2.13")."""
-    return ".".join(version.split("+")[0].split(".")[:2]) in TESTED_TORCH
-
-
-def fused_path_usable() -> bool:
-    """True when this torch is one the packed layers were checked on, and it was built with oneDNN."""
-    import torch
-
-    return torch_tested(str(torch.__version__)) and torch.backends.mkldnn.is_available()
-
-
 @functools.cache
 def native_bf16_available() -> bool:
-    """True when "auto" should pick "bf16": the CPU does bfloat16 in hardware and torch may use the packed
-    layers. Measured ~2.5x float32 with Intel AMX and 2.2x on an AVX512-BF16 AMD EPYC."""
+    """True when this CPU does bfloat16 in hardware (read from /proc/cpuinfo; False where there is none)."""
     try:
-        flags = cpu_flags(CPUINFO.read_text(errors="replace"))
-    except OSError:  # not Linux: no flags to read, so the safe answer
+        return bf16_in_hardware(cpu_flags(CPUINFO.read_text(errors="replace")))
+    except OSError:
         return False
-    return bf16_in_hardware(flags) and fused_path_usable()
+
+
+def openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def import_openvino():
+    """`openvino`, with its model converter's telemetry off. The converter reports every conversion to Google
+    Analytics unless a consent file in the user's home says no (or CI=true); when its telemetry package cannot be
+    imported it uses a silent stub, so the package is made unimportable while openvino's modules load."""
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    saved = sys.modules.get("openvino_telemetry")
+    sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # None: `import` raises ImportError
+    try:
+        import openvino
+    finally:
+        if saved is None:
+            del sys.modules["openvino_telemetry"]
+        else:
+            sys.modules["openvino_telemetry"] = saved
+    return openvino
+
+
+def compile_config(bf16: bool, threads: int) -> dict[str, str]:
+    """OpenVINO CPU settings: bfloat16 inference where asked (else OpenVINO's float32), and as many threads as
+    torch uses, so that a limit set for torch (ingest workers) holds here too."""
+    config = {"INFERENCE_NUM_THREADS": str(threads)}
+    if bf16:
+        config["INFERENCE_PRECISION_HINT"] = "bf16"
+    return config
+
+
+def _cache_path(model_dir: Path, cache_dir: Path, version: str) -> Path:
+    """Where the converted model of `model_dir` is kept: named by the folder, its files' sizes and times, and the
+    OpenVINO version, so that a changed model or OpenVINO converts anew."""
+    digest = hashlib.sha256(f"{model_dir.resolve()}\n{version}".encode())
+    for f in sorted(p for p in model_dir.iterdir() if p.is_file()):
+        st = f.stat()
+        digest.update(f"\n{f.name} {st.st_size} {st.st_mtime_ns}".encode())
+    return cache_dir / "openvino" / digest.hexdigest()[:24] / "transformer.xml"
+
+
+def openvino_model(model, model_dir: Path, cache_dir: Path | None):
+    """The OpenVINO model of a SentenceTransformer's transformer: read from `cache_dir` when converted before,
+    else converted (some seconds) and, with a `cache_dir`, saved there for the next process."""
+    ov = import_openvino()
+    path = None if cache_dir is None else _cache_path(Path(model_dir), Path(cache_dir), ov.get_version())
+    if path is not None and path.is_file():
+        return ov.Core().read_model(str(path))
+    sample = dict(model.tokenizer(["a sample text", "and a longer sample text"], padding=True, return_tensors="pt"))
+    with warnings.catch_warnings():
+        # Tracing warns where transformers' masking code turns a tensor into a Python bool; for BERT both
+        # branches it names are fixed (no extra key/value length, a mask always given), and the tests compare
+        # the converted model's vectors with float32 ones over different batch shapes.
+        warnings.simplefilter("ignore")
+        converted = ov.convert_model(model[0].model.eval(), example_input=sample)
+    if path is not None:
+        _save(ov, converted, path)
+    return converted
+
+
+def _save(ov, model, path: Path) -> None:
+    """Save `model` at `path` whole or not at all: written beside it, then renamed into place. A process that
+    converted at the same time may have won; an unwritable cache costs the conversion next time, nothing more."""
+    tmp = None
+    try:
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent.parent))
+        ov.save_model(model, str(tmp / path.name), compress_to_fp16=False)  # keep the float32 weights
+        os.replace(tmp, path.parent)
+    except OSError:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class OpenVINOTransformer:
+    """A SentenceTransformer's transformer run by OpenVINO on the CPU: features -> features with
+    "token_embeddings", as `encode_by_tokens` wants."""
+
+    def __init__(self, model, model_dir: Path, cache_dir: Path | None, bf16: bool) -> None:
+        import torch
+
+        ov = import_openvino()
+        config = compile_config(bf16, torch.get_num_threads())
+        self.compiled = ov.Core().compile_model(openvino_model(model, model_dir, cache_dir), "CPU", config)
+        self.inputs = [p.get_any_name() for p in self.compiled.inputs]
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
+
+    def __call__(self, features: dict) -> dict:
+        import torch
+
+        out = self.compiled({k: features[k].numpy() for k in self.inputs if k in features})
+        return {**features, "token_embeddings": torch.from_numpy(out[self.compiled.output(0)])}
 
 
 def encode_by_tokens(model, texts: Sequence[str], batch_size: int, forward: Callable | None = None):
@@ -82,113 +165,3 @@ def encode_by_tokens(model, texts: Sequence[str], batch_size: int, forward: Call
             out[idx] = features["sentence_embedding"].float().numpy()
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.maximum(norms, 1e-12)
-
-
-@functools.cache
-def _packed_classes():
-    """`PackedLinear` and `PackedResidual`, defined on first use so that importing this module does not import
-    torch."""
-    import torch
-
-    class PackedLinear(torch.nn.Module):
-        """A bfloat16 `nn.Linear` as one oneDNN matmul with its weight reordered once and the bias fused, instead
-        of PyTorch's addmm, which copies the bias into the output and re-lays the weight out on every call.
-        `activation="gelu"` also fuses an exact (erf) GELU into the matmul, saving a pass over the 4x wide
-        intermediate activations."""
-
-        def __init__(self, linear: torch.nn.Linear, activation: str = "none") -> None:
-            super().__init__()
-            self.in_features, self.out_features = linear.in_features, linear.out_features
-            self.activation = activation
-            weight = linear.weight.detach().to(torch.bfloat16)
-            self.register_buffer("packed_weight", torch.ops.mkldnn._reorder_linear_weight(weight, 2048), persistent=False)
-            bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
-            self.register_buffer("bias", bias, persistent=False)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            shape = x.shape
-            algorithm = "none" if self.activation == "gelu" else ""  # "none": erf GELU, not the tanh estimate
-            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), self.packed_weight, self.bias,
-                                                   self.activation, [], algorithm)
-            return y.reshape(*shape[:-1], self.out_features)
-
-    class PackedResidual(torch.nn.Module):
-        """BERT's `LayerNorm(dense(x) + residual)` (BertSelfOutput, BertOutput; dropout is off at inference) with
-        the residual added inside the matmul."""
-
-        def __init__(self, block: torch.nn.Module) -> None:
-            super().__init__()
-            self.dense = PackedLinear(block.dense)
-            self.LayerNorm = block.LayerNorm
-
-        def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-            shape, dense = hidden_states.shape, self.dense
-            y = torch.ops.mkldnn._linear_pointwise.binary(hidden_states.reshape(-1, shape[-1]),
-                                                          input_tensor.reshape(-1, input_tensor.shape[-1]),
-                                                          dense.packed_weight, dense.bias, "add")
-            return self.LayerNorm(y.reshape(*shape[:-1], dense.out_features))
-
-    return PackedLinear, PackedResidual
-
-
-def _fast_replacement(child):
-    """The packed stand-in for `child` and a probe input tuple to check it on, or None when there is none."""
-    import torch
-
-    packed_linear, packed_residual = _packed_classes()
-
-    def probe(*widths: int) -> tuple:  # a random bfloat16 input (3 texts of 5 tokens) per argument
-        return tuple(torch.randn(3, 5, w, dtype=torch.bfloat16) for w in widths)
-
-    if type(child) is torch.nn.Linear:
-        return packed_linear(child), probe(child.in_features)
-    try:
-        from transformers.activations import GELUActivation
-        from transformers.models.bert import modeling_bert as bert
-    except ImportError:
-        return None
-    if (type(child) is bert.BertIntermediate and type(child.dense) is torch.nn.Linear
-            and type(child.intermediate_act_fn) is GELUActivation and child.intermediate_act_fn.act is torch.nn.functional.gelu):
-        return packed_linear(child.dense, "gelu"), probe(child.dense.in_features)
-    if type(child) in (bert.BertSelfOutput, bert.BertOutput) and type(child.dense) is torch.nn.Linear:
-        return packed_residual(child), probe(child.dense.in_features, child.dense.out_features)
-    return None
-
-
-def _replacements(module) -> list[tuple]:
-    """(parent, name, child, stand-in, probe) for each layer under `module` that has a packed stand-in."""
-    swaps, seen = [], set()
-    for parent in module.modules():
-        if id(parent) in seen:
-            continue
-        for name, child in parent.named_children():
-            try:
-                found = _fast_replacement(child)
-            except Exception:  # internal oneDNN ops missing or refusing this build
-                found = None
-            if found is None:
-                continue
-            fast, probe = found
-            seen.update(id(m) for m in child.modules())  # its own linear layers are inside the stand-in now
-            swaps.append((parent, name, child, fast, probe))
-    return swaps
-
-
-def pack_linears(module) -> int:
-    """Swap the linear layers under `module` (already bfloat16) for packed oneDNN matmuls: BERT's feed-forward
-    layer with its GELU fused, its output layers with the residual add fused, every other `nn.Linear` alone.
-    Each stand-in is checked against the layer it replaces on a random input first; one that disagrees (or
-    oneDNN ops this torch lacks) leaves that layer as it was. Returns how many layers were swapped."""
-    import torch
-
-    swapped = 0
-    with torch.inference_mode():
-        for parent, name, child, fast, probe in _replacements(module):
-            try:
-                ok = torch.allclose(fast(*probe).float(), child(*probe).float(), atol=0.1, rtol=0.05)
-            except Exception:
-                ok = False
-            if ok:
-                setattr(parent, name, fast)
-                swapped += 1
-    return swapped
