@@ -3,14 +3,16 @@ once. Real store in tmp_path, real embedding model, real child processes."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import select
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -128,13 +130,13 @@ def test_a_remembered_failure_is_retried_when_the_file_or_the_password_changes(e
     target.write_text("Now it is text, and it goes in.", encoding="utf-8")
     fixed = rag.ingest(own)
     assert fixed.ingested == [str(target)] and not fixed.still_failing and not fixed.failed
-    assert not rag.store.manifest.failures()  # forgotten once it reads fine
+    assert not rag.store.failures()  # forgotten once it reads fine
     target.unlink()
     target.write_bytes(b"\x1f\x8b\x08\x00binary again")
     rag.ingest(own)
     target.unlink()
     pruned = rag.ingest(own, prune=True)
-    assert pruned.pruned == [str(target)] and not rag.store.manifest.failures()
+    assert pruned.pruned == [str(target)] and not rag.store.failures()
 
 
 def test_cli_ingest_of_bad_inputs_exits_3_with_a_summary(bad_store, monkeypatch, tmp_path):
@@ -199,38 +201,121 @@ def clean_counts(kill_folder, embeddings, tmp_path_factory) -> dict[str, int]:
     return dict(Counter(m["source"] for m in rag.store.collection.get(include=["metadatas"])["metadatas"]))
 
 
-def start_ingest(store: Path, folder: Path, cwd: Path) -> subprocess.Popen:
-    code = "import sys, rag; from rag import RAG; RAG(store=sys.argv[1]).ingest(sys.argv[2])"
-    return subprocess.Popen([sys.executable, "-c", code, str(store), str(folder)], cwd=cwd, env=clean_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+# An ingest in a child process that prints a line after each file it commits and, at the moment the test names
+# (after the n-th committed file, or halfway through writing the n-th file's chunks), says "stopped ..." and
+# waits for a line on stdin: the test kills it there, or lets it go on. The test acts on these lines, not on
+# the clock.
+CHILD = r"""
+import sys
+
+import chromadb
+
+from rag import RAG
+
+store, folder, stop = sys.argv[1], sys.argv[2], sys.argv[3].split()  # stop: "file N", "write N" or "never"
+counts = {"file": 0, "write": 0}
+
+
+def wait_here(line):
+    print(line, flush=True)
+    sys.stdin.readline()
+
+
+def progress(event, value):
+    if event == "file":
+        counts["file"] += 1
+        print(f"committed {value}", flush=True)
+        if stop == ["file", str(counts["file"])]:
+            wait_here(f"stopped after {value}")
+
+
+upsert = chromadb.Collection.upsert
+
+
+def upsert_or_stop(self, ids, embeddings=None, metadatas=None, documents=None, **rest):
+    counts["write"] += 1
+    if stop == ["write", str(counts["write"])]:  # inside Store.replace_file: the file is 'pending'
+        half = len(ids) // 2
+        upsert(self, ids=ids[:half], embeddings=embeddings[:half], metadatas=metadatas[:half], documents=documents[:half])
+        wait_here(f"stopped writing {metadatas[0]['source']}")
+    upsert(self, ids=ids, embeddings=embeddings, metadatas=metadatas, documents=documents, **rest)
+
+
+chromadb.Collection.upsert = upsert_or_stop
+RAG(store=store).ingest(folder, progress=progress)
+"""
+
+
+class Ingest:
+    """The ingest child process (in a session of its own, as a terminal's job is) and the lines it printed."""
+
+    def __init__(self, store: Path, folder: Path, cwd: Path, stop: str = "never") -> None:
+        self.errors = cwd / "ingest-stderr.txt"
+        with self.errors.open("w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(folder), stop], cwd=cwd,
+                                         env=clean_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                         text=True, start_new_session=True)
+        self.lines: list[str] = []
+
+    def wait_for(self, prefix: str, timeout: float = 600) -> str:
+        """The child's next line that starts with `prefix`. The timer that kills the child after `timeout` s is
+        only a safety net: the line comes, or the child ends and the read sees the end of its output."""
+        timer = threading.Timer(timeout, self.proc.kill)
+        timer.start()
+        try:
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip("\n"))
+                if line.startswith(prefix):
+                    return self.lines[-1]
+        finally:
+            timer.cancel()
+        pytest.fail(f"the ingest ended (code {self.proc.wait()}) before {prefix!r}: {self.errors.read_text()[-2000:]}")
+
+    def committed(self) -> set[str]:
+        return {line.split(" ", 1)[1] for line in self.lines if line.startswith("committed ")}
 
 
 def manifest_rows(store: Path) -> list[tuple[str, str, int]]:
-    path = store / "manifest.sqlite3"
-    if not path.exists():
-        return []
+    with sqlite3.connect(f"file:{store / 'manifest.sqlite3'}?mode=ro", uri=True, timeout=30) as db:
+        return db.execute("SELECT source, status, chunks FROM files").fetchall()
+
+
+def reader_children(parent: int | None = None) -> list[int]:
+    """Pids of the reader processes (multiprocessing's spawned workers) whose parent is `parent` (default: this
+    process)."""
+    parent = os.getpid() if parent is None else parent
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def still_running(pids: list[int], timeout: float = 120) -> list[int]:
+    """Wait for each process to exit (its pidfd becomes readable then); the ones still running after `timeout`
+    s without any exiting, a safety net only."""
+    fds = {}
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # already gone
+            fds[os.pidfd_open(pid)] = pid
+    running = set(fds)
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
-            return db.execute("SELECT source, status, chunks FROM files").fetchall()
-    except sqlite3.Error:  # created but no table yet, or busy
-        return []
-
-
-def kill_when(proc: subprocess.Popen, store: Path, ready, timeout: float = 600) -> list[tuple[str, str, int]]:
-    """SIGKILL `proc` as soon as `ready(rows)` holds for its manifest; returns the rows seen then."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = manifest_rows(store)
-        if ready(rows):
-            assert proc.poll() is None, "the ingest finished before it could be killed: make the folder bigger"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return rows
-        if proc.poll() is not None:
-            pytest.fail(f"the ingest ended (code {proc.returncode}) before it was killed: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.01)
-    proc.kill()
-    pytest.fail("the ingest never got far enough to be killed")
+        while running:
+            exited, _, _ = select.select(list(running), [], [], timeout)
+            if not exited:
+                break
+            running -= set(exited)
+        return sorted(fds[fd] for fd in running)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def assert_consistent(rag, expected: dict[str, int]) -> None:
@@ -249,61 +334,80 @@ def assert_consistent(rag, expected: dict[str, int]) -> None:
     assert rag.store.count() == sum(expected.values())
 
 
-@pytest.mark.parametrize("moment", ["first file done", "half the files done", "a file pending"])
+@pytest.mark.parametrize("moment", ["first file done", "half the files done", "a file pending", "Ctrl-C"])
 def test_kill_9_in_the_middle_then_rerun_completes(moment, kill_folder, clean_counts, embeddings, tmp_path):
     store = tmp_path / "store"
     n = len(clean_counts)
-    ready = {
-        "first file done": lambda rows: sum(s == "done" for _, s, _ in rows) >= 1,
-        "half the files done": lambda rows: sum(s == "done" for _, s, _ in rows) >= n // 2,
-        # Killed inside Store.replace_file when the poll catches one; else soon after.
-        "a file pending": lambda rows: any(s == "pending" for _, s, _ in rows) or sum(s == "done" for _, s, _ in rows) >= 3,
-    }[moment]
-    proc = start_ingest(store, kill_folder, tmp_path)
-    seen = kill_when(proc, store, ready)
-    assert 0 < len(seen) < n + 1
+    stop = {"first file done": "file 1", "half the files done": f"file {n // 2}", "a file pending": "write 3",
+            "Ctrl-C": "file 2"}[moment]
+    ingest = Ingest(store, kill_folder, tmp_path, stop)
+    stopped = ingest.wait_for("stopped ")
+    readers = reader_children(ingest.proc.pid)
+    assert len(readers) == 1, "files are read in a reader process"
+    if moment == "Ctrl-C":
+        os.killpg(ingest.proc.pid, signal.SIGINT)  # as the terminal does: to the ingest and its reader
+        assert ingest.proc.wait(timeout=600) != 0
+        assert ingest.errors.read_text().splitlines()[-1] == "KeyboardInterrupt"  # it stopped there, nowhere else
+    else:
+        ingest.proc.kill()
+        ingest.proc.wait()
+    assert still_running(readers) == [], "the reader process outlived the ingest"
+    seen = manifest_rows(store)
+    assert {s for s, status, _ in seen if status == "done"} == ingest.committed()
+    pending = [s for s, status, _ in seen if status == "pending"]
+    assert pending == ([stopped.removeprefix("stopped writing ")] if moment == "a file pending" else [])
+    assert 0 < len(seen) < n
     rag = rag_with(store, embeddings)
     report = rag.ingest(kill_folder)
     assert not report.failed, report.failed
-    done_before = {s for s, status, _ in seen if status == "done"}
-    assert done_before <= set(report.unchanged) | set(report.ingested)
+    assert ingest.committed() <= set(report.unchanged) and set(pending) <= set(report.ingested)
     assert_consistent(rag, clean_counts)
     assert not rag.ingest(kill_folder).ingested  # and the store is settled: nothing to do a third time
 
 
 def test_two_ingests_at_once_never_interleave(kill_folder, clean_counts, embeddings, tmp_path):
     store = tmp_path / "store"
-    proc = start_ingest(store, kill_folder, tmp_path)
-    # Wait until the child holds the write lock (it takes it before its first file).
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not manifest_rows(store):
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        time.sleep(0.02)
+    ingest = Ingest(store, kill_folder, tmp_path, "file 1")
+    ingest.wait_for("stopped ")  # it holds the write lock (taken before its first file)
     with (store / "write.lock").open("a+") as fh:
         with pytest.raises(BlockingIOError):
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     rag = rag_with(store, embeddings)
     with pytest.raises(StoreError, match="another ingest is writing"):
         rag.ingest(kill_folder)
-    assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-2000:]
+    ingest.proc.communicate("go on\n", timeout=600)
+    assert ingest.proc.returncode == 0, ingest.errors.read_text()[-2000:]
     assert_consistent(rag, clean_counts)
 
 
 # --- a reader process that dies -----------------------------------------------------------------------------
-def reader_children() -> list[int]:
-    """Pids of this process's reader children."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == os.getpid() and b"reader_main" in cmdline:
-            pids.append(int(entry.name))
-    return pids
+# A FIFO with a text suffix: reading it blocks like a parser stuck on a hostile file. The test opens the
+# FIFO's writing end, and that open returns exactly when the reader has opened it: then the test SIGKILLs the
+# reader process, as the OOM killer would, or (when the file is read in a thread) writes the file's text.
+def feed_fifo(fifo: Path, kill_reader: bool, text: bytes = b"") -> list[int]:
+    """Open `fifo` for writing once the ingest reads it; SIGKILL the reader process, or write `text`. Returns the
+    reader processes there were at that moment."""
+    # Only a safety net: should the ingest never open the FIFO, this opens it so that the test's open returns.
+    unblock = threading.Timer(300, lambda: os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)))
+    unblock.start()
+    try:
+        writer = os.open(fifo, os.O_WRONLY)
+    finally:
+        unblock.cancel()
+    try:
+        readers = reader_children()
+        if kill_reader:
+            assert len(readers) == 1, readers
+            os.kill(readers[0], signal.SIGKILL)
+        else:
+            os.write(writer, text)
+        return readers
+    finally:
+        os.close(writer)
+
+
+def crashed(path: Path) -> str:
+    return f"{path}: reading it crashed the reader process (killed by signal SIGKILL"
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
@@ -312,37 +416,46 @@ def test_a_file_that_kills_the_reader_fails_alone_and_the_run_goes_on(embeddings
     folder.mkdir()
     for name in ("a.md", "c.md", "d.md"):
         (folder / name).write_text(f"# {name}\n\nThe file {name} says hello.\n", encoding="utf-8")
-    # A FIFO with a text suffix: reading it blocks forever, like a parser stuck on a hostile file; the test
-    # then SIGKILLs the reader, as the OOM killer would.
     os.mkfifo(folder / "b.txt")
     rag = rag_with(tmp_path / "store", embeddings)
     result: dict = {}
-    import threading
-
     worker = threading.Thread(target=lambda: result.update(report=rag.ingest(folder)))
     worker.start()
-    deadline = time.monotonic() + 300
-    killed = False
     try:
-        while time.monotonic() < deadline and worker.is_alive() and not killed:
-            for pid in reader_children():
-                try:
-                    stuck = Path(f"/proc/{pid}/wchan").read_text() == "wait_for_partner"  # blocked opening the FIFO
-                except OSError:
-                    stuck = False
-                if stuck:
-                    os.kill(pid, signal.SIGKILL)
-                    killed = True
-            time.sleep(0.05)
-        worker.join(timeout=300)
+        feed_fifo(folder / "b.txt", kill_reader=True)
     finally:
-        try:  # whatever happened, never leave a reader blocked on the FIFO
-            os.close(os.open(folder / "b.txt", os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:
-            pass
-    assert killed and not worker.is_alive()
+        worker.join(timeout=300)
+    assert not worker.is_alive()
     report = result["report"]
     assert report.ingested == [str(folder / n) for n in ("a.md", "c.md", "d.md")]
-    assert len(report.failed) == 1
-    assert report.failed[0].startswith(f"{folder / 'b.txt'}: reading it crashed the reader process (killed by signal SIGKILL")
+    assert len(report.failed) == 1 and report.failed[0].startswith(crashed(folder / "b.txt"))
+    assert reader_children() == []
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc (Linux)")
+def test_after_three_reader_crashes_the_rest_is_read_in_a_thread(embeddings, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.md").write_text("# a\n\nThe first file.\n", encoding="utf-8")
+    (folder / "z.md").write_text("# z\n\nThe last file.\n", encoding="utf-8")
+    fifos = [folder / f"b{i}.txt" for i in range(1, 5)]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    rag = rag_with(tmp_path / "store", embeddings)
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(report=rag.ingest(folder)))
+    worker.start()
+    try:
+        for fifo in fifos[:3]:
+            feed_fifo(fifo, kill_reader=True)
+        text = b"Read by a thread after three crashes."
+        assert feed_fifo(fifos[3], kill_reader=False, text=text) == []  # no reader process: hashed in a thread,
+        feed_fifo(fifos[3], kill_reader=False, text=text)  # then loaded there
+    finally:
+        worker.join(timeout=300)
+    assert not worker.is_alive()
+    report = result["report"]
+    assert report.ingested == [str(folder / "a.md"), str(fifos[3]), str(folder / "z.md")]
+    assert [line[: len(crashed(f))] for line, f in zip(report.failed, fifos)] == [crashed(f) for f in fifos[:3]]
+    assert len(report.failed) == 3
     assert reader_children() == []
