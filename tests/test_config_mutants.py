@@ -1,6 +1,6 @@
 """rag.config: the corners of the settings layers and of write_setting that mutation testing found untested
-(the cache folder, the process environment, empty variables, [store] and [rag] tables, RAG_CHROMA_URL forms,
-a settings file written into a new folder or left whole by a failed write)."""
+(the defaults and bounds, the cache folder, the process environment, empty variables, [store] and [rag] tables,
+RAG_CHROMA_URL forms, a settings file written into a new folder or left whole by a failed write)."""
 
 from pathlib import Path
 
@@ -83,3 +83,50 @@ def test_a_failed_write_leaves_the_file_whole_and_no_temporary_file(tmp_path):
         write_setting(cfg, "model", "\ud800")  # a lone surrogate cannot be written as UTF-8
     assert cfg.read_text() == 'model = "old"\n'
     assert [p.name for p in tmp_path.iterdir()] == ["rag.toml"]
+
+
+DEFAULTS = {
+    "store": Path("vectorstore"), "collection": "documents", "chroma_host": None, "chroma_port": 8000,
+    "embedding_model": "all-MiniLM-L6-v2", "embedding_batch_size": 32, "embedding_backend": "auto",
+    "model": "qwen2.5-coder-1.5b", "models_dir": None, "memory_check": True, "n_ctx": 4096, "n_threads": None,
+    "n_batch": 512, "n_gpu_layers": 0, "temperature": 0.0, "max_tokens": 512, "seed": 42, "llm_url": None,
+    "chunk_size": 200, "chunk_overlap": 30, "k": 4, "retrieval": "hybrid", "min_score": 0.3, "mmr": False,
+    "ocr": "auto", "api_key": None, "upload_dir": None, "max_upload_mb": 50,
+}
+
+
+def test_defaults():
+    s = Settings.load(config_file=None, env={})
+    assert {name: getattr(s, name) for name in DEFAULTS} == DEFAULTS
+
+
+@pytest.mark.parametrize(
+    "name, lowest, too_low",
+    [("embedding_batch_size", 1, 0), ("n_ctx", 256, 255), ("n_batch", 1, 0), ("temperature", 0.0, -0.1),
+     ("max_tokens", 1, 0), ("chunk_size", 16, 15), ("chunk_overlap", 0, -1), ("k", 1, 0), ("max_upload_mb", 1, 0)],
+)
+def test_lower_bounds(name, lowest, too_low):
+    assert getattr(Settings.load(config_file=None, env={}, overrides={name: lowest}), name) == lowest
+    with pytest.raises(ConfigError, match=f"^setting '{name}': "):
+        Settings.load(config_file=None, env={}, overrides={name: too_low})
+
+
+def test_temperature_at_most_2():
+    assert Settings.load(config_file=None, env={}, overrides={"temperature": 2.0}).temperature == 2.0
+    with pytest.raises(ConfigError, match="^setting 'temperature': "):
+        Settings.load(config_file=None, env={}, overrides={"temperature": 2.1})
+
+
+def test_assignments_are_validated():
+    from pydantic import ValidationError
+
+    s = Settings()
+    with pytest.raises(ValidationError):
+        s.k = 0
+    assert s.k == 4
+
+
+def test_rag_toml_in_the_working_folder_is_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rag.toml").write_text("k = 11\n")
+    assert Settings.load(env={}).k == 11

@@ -162,3 +162,13 @@ def test_coverage_weighs_question_words_by_idf(tmp_path):
     assert idx.coverage("albatross sea", texts) == {"a": pytest.approx(0.18436, abs=1e-5),
                                                      "b": pytest.approx(0.18436, abs=1e-5), "c": 0.0}
     assert idx.coverage("the of", texts) == {"a": 0.0, "b": 0.0, "c": 0.0}
+
+
+def test_tokenize_exact_words():
+    # search mode: 世界 as well as 世界杯; the stop words 的, 什么, 是 dropped
+    assert tokenize("2018年世界杯的冠军") == ["2018", "年", "世界", "世界杯", "冠军"]
+    assert tokenize("什么是所有权") == ["所有", "有权", "所有权"]
+    assert tokenize("What does rustup do?") == ["rustup"]
+    assert tokenize("read_csv") == ["read", "csv"]  # underscores split identifiers
+    # Snowball English, not the older Porter algorithm (gener, fairli, dy)
+    assert tokenize("generously fairly dying") == ["generous", "fair", "die"]

@@ -45,3 +45,19 @@ def test_refusal_variants():
     # Citations on both sides of the refusal sentence count, however far from it.
     assert not prompts.is_refusal("In short, the documents do not say. [1] covers the CRAN mirrors only, not the history of R.")
     assert not prompts.is_refusal("Yes [1]. The documents do not say more.")
+
+
+def test_citation_lists_and_multi_digit_numbers():
+    assert prompts.cited_numbers("See [1、3] and [2 ，4 , 5] and [12].", k=12) == [1, 3, 2, 4, 5, 12]
+
+
+def test_each_template_has_its_placeholders_in_both_languages():
+    import string
+
+    def fields(template: str) -> list[str]:
+        return sorted({name for _, name, _, _ in string.Formatter().parse(template) if name})
+
+    for lang in ("en", "zh"):
+        assert fields(prompts.ANSWER_SYSTEM[lang]) == ["refusal"]
+        assert fields(prompts.ANSWER_USER[lang]) == ["context", "question"]
+        assert fields(prompts.CONDENSE[lang]) == ["history", "question"]

@@ -2,7 +2,7 @@ import pytest
 from langchain_core.documents import Document
 
 from rag.models import packaged as models
-from rag.splitting import Splitter, token_counter
+from rag.splitting import Splitter, clean, token_counter
 from tests.conftest import DATA
 
 COUNT = token_counter(models.embedding_model_path("all-MiniLM-L6-v2"))
@@ -68,3 +68,34 @@ def test_chunks_are_stripped_of_surrounding_whitespace():
     docs = [Document("  First paragraph here, with more words.\n\n  Second paragraph here.  ", metadata={"source": "p.txt"})]
     chunks = Splitter(COUNT, chunk_size=10, chunk_overlap=0).split(docs)
     assert [c.page_content for c in chunks] == ["First paragraph here, with more words.", "Second paragraph here."]
+
+
+def test_only_dot_leaders_are_collapsed_not_ellipses():
+    assert clean("Wait... what? Also . . . . 7 and ....8 but ... stays") == "Wait... what? Also … 7 and …8 but ... stays"
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "pelican\nthe second line of the paragraph is longer\n\n",  # paragraphs before lines
+        "pelican line without a full stop\n",
+        "鹈鹕在海上飞翔了很久很久。",
+        "鹈鹕在海上飞翔了很久很久！",
+        "鹈鹕在海上飞翔了很久很久？",
+        "鹈鹕在海上飞翔了很久很久；",
+        "鹈鹕在海上飞翔了很久很久，",
+        "鹈鹕在海上飞翔了很久很久、",
+        "pelicans fly 2.5 km over the sea. ",  # a sentence end, not the decimal point
+        "pelicans fly 2.5 km over the sea! ",
+        "pelicans fly 2.5 km over the sea? ",
+        "pelicans fly 2.5 km over the sea; ",
+        "pelicans fly 2.5 km over the sea, ",
+        "pelicans fly far ",
+    ],
+)
+def test_each_separator_cuts_between_its_units(unit):
+    # a text of one repeated unit that holds only that separator: every chunk is whole units
+    mark = "鹈鹕" if "鹈鹕" in unit else "pelican"
+    chunks = Splitter(COUNT, chunk_size=5 * COUNT(unit) // 2, chunk_overlap=0).split([Document(unit * 12, metadata={})])
+    assert len(chunks) >= 5
+    assert [c.page_content for c in chunks] == [(unit * c.page_content.count(mark)).strip() for c in chunks]
