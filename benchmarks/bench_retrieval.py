@@ -36,7 +36,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=CHUNKS, help=f"chunks asked of the retriever per query (default {CHUNKS})")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, python {platform.python_version()}")
-    from rag import lexical, retrieval
+    from rag.retrieval import hybrid as retrieval
+    from rag.storage import lexical
 
     print(f"retrieval: RRF k {retrieval.RRF_K}, dense weight {retrieval.DENSE_WEIGHT}, pools >= {retrieval.POOL_MIN}; "
           f"BM25 tokeniser {lexical.tokenizer_name()}")
