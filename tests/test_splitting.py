@@ -61,7 +61,7 @@ def test_overlap_must_be_smaller_than_the_chunk():
         Splitter(COUNT, chunk_size=50, chunk_overlap=50)
     splitter = Splitter(COUNT, chunk_size=50, chunk_overlap=49)
     # the ingest's reader process rebuilds the splitter from these
-    assert (splitter.chunk_size, splitter.count_tokens) == (50, COUNT)
+    assert (splitter.chunk_size, splitter.chunk_overlap, splitter.count_tokens) == (50, 49, COUNT)
 
 
 def test_chunks_are_stripped_of_surrounding_whitespace():
