@@ -5,6 +5,9 @@ the settings."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -70,6 +73,22 @@ def test_bf16_batches_larger_than_one_batch(backends):
     fp32, bf16 = backends
     texts = [f"chunk number {i}: " + "some words about packages " * (i % 17) for i in range(3 * bf16.batch_size + 5)]
     assert _cos(fp32.embed_documents(texts), bf16.embed_documents(texts)).min() > 0.999
+
+
+def test_bf16_embeds_from_several_threads_at_once(backends):
+    _, fast = backends
+    alone = fast.embed_documents(TEXTS)
+    start = threading.Barrier(3)
+
+    def embed(texts):
+        start.wait()  # all three calls reach OpenVINO together
+        return fast.embed_documents(texts)
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(embed, [TEXTS, TEXTS[::-1], TEXTS]))
+    assert _cos(results[0], alone).min() > 0.9999
+    assert _cos(results[1][::-1], alone).min() > 0.9999
+    assert _cos(results[2], alone).min() > 0.9999
 
 
 def test_bf16_runs_in_bfloat16_where_the_cpu_has_it(backends):

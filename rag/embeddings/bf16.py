@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -120,7 +121,9 @@ def _save(ov, model, path: Path) -> None:
 
 class OpenVINOTransformer:
     """A SentenceTransformer's transformer run by OpenVINO on the CPU: features -> features with
-    "token_embeddings", as `encode_by_tokens` wants."""
+    "token_embeddings", as `encode_by_tokens` wants. Safe to call from several threads at once (LangChain's async
+    forms embed in executor threads): each thread gets its own infer request, as one request runs one call at a
+    time ("Infer Request is busy")."""
 
     def __init__(self, model, model_dir: Path, cache_dir: Path | None, bf16: bool) -> None:
         import torch
@@ -130,11 +133,15 @@ class OpenVINOTransformer:
         self.compiled = ov.Core().compile_model(openvino_model(model, model_dir, cache_dir), "CPU", config)
         self.inputs = [p.get_any_name() for p in self.compiled.inputs]
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
+        self._requests = threading.local()
 
     def __call__(self, features: dict) -> dict:
         import torch
 
-        out = self.compiled({k: features[k].numpy() for k in self.inputs if k in features})
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        out = request.infer({k: features[k].numpy() for k in self.inputs if k in features})  # outputs copied
         return {**features, "token_embeddings": torch.from_numpy(out[self.compiled.output(0)])}
 
 
