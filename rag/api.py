@@ -31,7 +31,9 @@ class RAG:
         privacy.apply()  # the Python entry point: off switches set before any part is imported
         if isinstance(store, (str, os.PathLike)):
             overrides["store"], store = store, None
-        self.settings = Settings.load(overrides=overrides) if settings is None else settings.model_copy(update=overrides)
+        # model_validate, not model_copy(update=): an override is checked and converted (a str store becomes a Path).
+        self.settings = Settings.load(overrides=overrides) if settings is None else Settings.model_validate(
+            {**settings.model_dump(), **overrides})
         # A part given here fills its cached_property's slot, so it is used instead of being built.
         for name, part in (("embeddings", embeddings), ("llm", llm), ("store", store)):
             if part is not None:

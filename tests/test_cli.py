@@ -1,17 +1,21 @@
 """The CLI through click's runner, and once through the installed entry point in a subprocess."""
 
+import codecs
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from rag.api import RAG
 from rag.cli import main
-from tests.conftest import DATA, DATA_FILES, DATA_INGESTED, DATA_PAGES
+from tests.conftest import CRAN_FACT, DATA, DATA_FILES, DATA_INGESTED, DATA_PAGES
 
 
 @pytest.fixture
@@ -38,19 +42,38 @@ def test_help_of_every_command(runner):
     assert result.exit_code == 0 and "chunk_size = 200" in result.output and "RAG_STORE" in result.output
 
 
-def test_ingest_ask_json_list(runner, small_rag, tmp_path):
+@pytest.fixture
+def built(monkeypatch):
+    """Every RAG the CLI builds in this process, kept to look at (or ask again) afterwards."""
+    import rag.api
+
+    rags = []
+    real_init = rag.api.RAG.__init__
+
+    def record(self, *a, **kw):  # the real RAG; only remembered
+        real_init(self, *a, **kw)
+        rags.append(self)
+
+    monkeypatch.setattr(rag.api.RAG, "__init__", record)
+    return rags
+
+
+def test_ingest_ask_json_list(runner, small_rag, tmp_path, built):
     store = str(tmp_path / "store")
     result = runner.invoke(main, ["ingest", str(DATA), "--store", store, "--quiet"])
     assert result.exit_code == 0, result.output
-    skipped = DATA_FILES - DATA_INGESTED
-    assert f"{DATA_FILES} files: {DATA_INGESTED} ingested, 0 unchanged, {skipped} skipped, 0 failed" in result.output
+    assert f"{DATA_FILES} files: {DATA_INGESTED} ingested, 0 unchanged, 0 skipped, 0 failed" in result.output
     result = runner.invoke(main, ["ingest", str(DATA), "--store", store])
     assert f"0 ingested, {DATA_INGESTED} unchanged" in result.output
     result = runner.invoke(main, ["ask", "Who originally wrote R?", "--store", store, "--model", "smollm2-135m",
                                   "--max-tokens", "48", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert isinstance(payload["answer"], str) and payload["answer"]
+    # The JSON holds the answer and sources as the Python API gives them: a RAG of the same settings with a model
+    # of its own, asked as its first prompt (as the CLI's was), answers word for word the same.
+    expected = RAG(built[-1].settings, embeddings=small_rag.embeddings).ask("Who originally wrote R?")
+    assert payload["answer"] == expected.text and payload["refused"] is expected.refused
+    assert [(s["source"], s["page"], s["text"]) for s in payload["sources"]] == [(s.source, s.page, s.text) for s in expected.sources]
     for s in payload["sources"]:
         assert set(s) >= {"source", "page", "text", "score"}
     # A context too small for 4 passages: --verbose says, on stderr, what was left out and why.
@@ -103,77 +126,96 @@ def test_installed_entry_point_in_a_subprocess(small_rag, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
-    assert payload["answer"] and all(s["source"].endswith((".pdf", ".md")) for s in payload["sources"])
+    assert CRAN_FACT in payload["answer"]
+    assert payload["sources"] and all(s["source"].endswith((".pdf", ".md")) for s in payload["sources"])
     assert "Traceback" not in out.stderr and "DeprecationWarning" not in out.stderr
     out = subprocess.run([sys.executable, "-m", "rag", "--version"], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.startswith("rag ")
 
 
-def test_hardware_flags_reach_llama_cpp(runner, small_rag, monkeypatch):
+def test_hardware_flags_reach_llama_cpp(runner, small_rag, built):
     """--threads, --batch-size, --n-ctx and --n-gpu-layers end up in the loaded llama.cpp model."""
-    import rag.api
-
-    built = []
-    real_init = rag.api.RAG.__init__
-
-    def record(self, *a, **kw):  # keep the real RAG; only remember it, to look at its loaded model afterwards
-        real_init(self, *a, **kw)
-        built.append(self)
-
-    monkeypatch.setattr(rag.api.RAG, "__init__", record)
     result = runner.invoke(main, ["ask", "What is CRAN?", "--store", str(small_rag.settings.store), "--model", "smollm2-135m",
                                   "--max-tokens", "8", "--threads", "1", "--batch-size", "64", "--n-ctx", "1024",
                                   "--n-gpu-layers", "0", "--json"])
     assert result.exit_code == 0, result.output
     llama = built[-1].llm.client
     assert (llama.n_batch, llama.n_ctx(), llama.context_params.n_threads) == (64, 1024, 1)
-    assert json.loads(result.stdout)["answer"]
+    # The flags' model answers (its first prompt) as a model loaded in process with the same settings does.
+    assert json.loads(result.stdout)["answer"] == RAG(built[-1].settings, embeddings=small_rag.embeddings).ask("What is CRAN?").text
+
+
+class ChildOutput:
+    """A child's stdout and stderr, read by two threads as it writes them; `wait_until` wakes on each new piece of
+    text (or the child's end), so a test waits for what it expects to read, not for a clock."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.text = {"out": "", "err": ""}
+        self.open = 2
+        self.changed = threading.Condition()
+        for name, stream in (("out", proc.stdout), ("err", proc.stderr)):
+            threading.Thread(target=self._read, args=(name, stream), daemon=True).start()
+
+    def _read(self, name: str, stream) -> None:
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+        while piece := os.read(stream.fileno(), 4096):  # whatever has arrived: a token, a line, a block
+            with self.changed:
+                self.text[name] += decode(piece)
+                self.changed.notify_all()
+        with self.changed:
+            self.open -= 1
+            self.changed.notify_all()
+
+    def wait_until(self, pred, what: str) -> None:
+        # The timeout only bounds a hung child; the wait itself ends on the event that makes pred() true.
+        with self.changed:
+            self.changed.wait_for(lambda: pred(self.text["out"], self.text["err"]) or self.open == 0, timeout=900)
+            if not pred(self.text["out"], self.text["err"]):
+                state = "ended" if self.open == 0 else "is still running (900 s)"
+                raise AssertionError(f"waiting for {what}, the chat {state}: {self.text['out'][-800:]} {self.text['err'][-1500:]}")
 
 
 def test_chat_repl_sources_ctrl_c_and_exit(small_rag):
     """The real `rag chat` in a subprocess: /sources repeats the last answer's passages; Ctrl-C while an
     answer streams stops that answer, not the session (the next question is answered); /exit ends it."""
-    import signal
-    import threading
-
     exe = Path(sys.executable).with_name("rag")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     proc = subprocess.Popen([str(exe), "chat", "--store", str(small_rag.settings.store), "--model", "smollm2-135m",
                              "--max-tokens", "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
-    out: list[str] = []
-    err: list[str] = []
-    for stream, sink in ((proc.stdout, out), (proc.stderr, err)):
-        threading.Thread(target=lambda s=stream, k=sink: [k.append(c) for c in iter(lambda: s.read(1), "")], daemon=True).start()
-
-    def wait_for(pred, what: str, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            assert proc.poll() is None, f"chat ended early while waiting for {what}: {''.join(err)[-1500:]}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}: {''.join(out)[-800:]}"
-            time.sleep(0.05)
+    output = ChildOutput(proc)
+    # The REPL asks for each line with "\n> " on stderr: the Nth prompt means the chat is idle again.
+    idle = lambda n: lambda out, err: err.count("\n> ") >= n  # noqa: E731
+    answered = lambda after: lambda out, err: "Sources:" in out[after:] or "Nearest passages" in out[after:]  # noqa: E731
 
     def say(line: str) -> None:
         proc.stdin.write(line + "\n")
         proc.stdin.flush()
 
     try:
+        output.wait_until(idle(1), "the first prompt")
         say("What is CRAN?")
-        wait_for(lambda: "".join(out).count("Sources:") + "".join(out).count("Nearest passages") >= 1, "the first answer")
-        first = "".join(out)
+        output.wait_until(idle(2), "the first answer")
+        assert answered(0)(*output.text.values()), output.text["out"]
+        first = output.text["out"]
         say("/sources")
-        wait_for(lambda: "".join(out).count("R-FAQ.pdf") > first.count("R-FAQ.pdf"), "/sources")
-        mark = len("".join(out))
+        output.wait_until(idle(3), "/sources")
+        assert output.text["out"].count("R-FAQ.pdf") > first.count("R-FAQ.pdf")
+        mark = len(output.text["out"])
         say("Write a very long, detailed essay about everything the R FAQ says, section by section.")
-        wait_for(lambda: len("".join(out)) > mark + 20, "the second answer to start streaming")
+        output.wait_until(lambda out, err: len(out) > mark + 20, "the second answer to start streaming")
         proc.send_signal(signal.SIGINT)
-        wait_for(lambda: "(stopped)" in "".join(err), "the answer to stop")
-        mark = len("".join(out))
+        output.wait_until(lambda out, err: "(stopped)" in err and idle(4)(out, err), "the answer to stop")
+        mark = len(output.text["out"])
         say("What is CRAN?")
-        wait_for(lambda: "Sources:" in "".join(out)[mark:] or "Nearest passages" in "".join(out)[mark:], "an answer after Ctrl-C")
+        output.wait_until(idle(5), "an answer after Ctrl-C")
+        assert answered(mark)(*output.text.values()), output.text["out"][mark:]
         say("/exit")
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "Traceback" not in "".join(err)
+    output.wait_until(lambda out, err: output.open == 0, "the chat's output to close")
+    assert "R-FAQ.pdf, p. 13" in output.text["out"]  # the page that answers "What is CRAN?" was among the sources
+    assert "Traceback" not in output.text["err"]
