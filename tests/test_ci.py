@@ -3,6 +3,8 @@ and names what is missing, except the allow-listed hardware-only tests, whose sk
 
 import pytest
 
+from tests.conftest import HARDWARE_SKIPS
+
 HOOKS = ("from tests.conftest import pytest_configure, pytest_make_collect_report, pytest_runtest_makereport, "
          "pytest_terminal_summary\n")
 INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
@@ -34,11 +36,12 @@ def test_clears_the_environment_then_skips(monkeypatch):
     monkeypatch.delenv("RAG_CI", raising=False)  # as the CLI tests do with every RAG_* variable
     pytest.skip("gadget not installed")
 """
-# The real allow-list entry: a file and test of that name, skipping as it does on a CPU without bfloat16.
-HARDWARE = """
+# A real allow-list entry: a file and a test of its names, skipping as it does on a CPU without the feature.
+HARDWARE_FILE, HARDWARE_TEST = next(iter(HARDWARE_SKIPS)).split("::")
+HARDWARE = f"""
 import pytest
 
-def test_bf16_runs_in_bfloat16_where_the_cpu_has_it():
+def {HARDWARE_TEST}():
     pytest.skip("this CPU has neither AVX512-BF16 nor AMX")
 """
 
@@ -47,7 +50,7 @@ def test_bf16_runs_in_bfloat16_where_the_cpu_has_it():
 def suite(pytester):
     pytester.makeconftest(HOOKS)
     pytester.makeini(INI)
-    pytester.makepyfile(test_skips=SKIPS, test_embeddings=HARDWARE)
+    pytester.makepyfile(test_skips=SKIPS, **{HARDWARE_FILE.removesuffix(".py"): HARDWARE})
     return pytester
 
 
@@ -75,12 +78,12 @@ def test_under_rag_ci_a_skip_fails_and_names_what_is_missing(suite, monkeypatch)
 
 def test_under_rag_ci_an_allow_listed_hardware_skip_is_listed_with_its_reason(suite, monkeypatch):
     monkeypatch.setenv("RAG_CI", "1")
-    result = suite.runpytest("-ra", "test_embeddings.py")
+    result = suite.runpytest("-ra", HARDWARE_FILE)
     result.assert_outcomes(skipped=1)
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines([
         "*= RAG_CI: hardware-only skips (allowed) =*",
-        "SKIPPED test_embeddings.py::test_bf16_runs_in_bfloat16_where_the_cpu_has_it: this CPU has neither AVX512-BF16 nor AMX",
+        f"SKIPPED {HARDWARE_FILE}::{HARDWARE_TEST}: this CPU has neither AVX512-BF16 nor AMX",
     ])
 
 
