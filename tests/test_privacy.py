@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA
+from tests.conftest import CRAN_FACT, DATA
 
 STRACE = shutil.which("strace")
 pytestmark = pytest.mark.skipif(STRACE is None, reason="strace not installed (apt-get install strace)")
@@ -78,7 +78,8 @@ def test_ingest_ask_and_chat_stay_on_the_machine(tmp_path):
     log = tmp_path / "serve.strace"
     served = traced_serve(["serve", "--port", "0", "--store", str(store), "--model", "smollm2-135m", "--max-tokens", "32"], env, log)
     assert served["returncode"] == 130, ("serve", served["stderr"][-2000:])  # 130: stopped by Ctrl-C, as documented
-    assert served["answer"]["choices"][0]["message"]["content"] and served["answer"]["sources"], served["answer"]
+    assert CRAN_FACT in served["answer"]["choices"][0]["message"]["content"], served["answer"]  # its first answer
+    assert {Path(s["source"]).name for s in served["answer"]["sources"]} == {"R-FAQ.pdf"}, served["answer"]
     text = log.read_text(errors="replace")
     assert "openat(" in text
     binds = [m.group(1) for m in re.finditer(r'bind\(\d+, \{sa_family=AF_INET6?, .*?inet_(?:addr|pton)\((?:AF_INET6, )?"([^"]+)"', text)]
