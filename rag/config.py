@@ -48,7 +48,7 @@ class Settings(BaseModel):
     cache_dir: Path = Field(default_factory=lambda: _default_cache_dir(os.environ), description="Where the packaged chat model is joined and cached.")
     embedding_model: str = Field("all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' (packaged) or a sentence-transformers model folder.")
     embedding_batch_size: int = Field(32, ge=1, description="Chunks per embedding batch.")
-    embedding_backend: Literal["auto", "torch", "bf16"] = Field("auto", description="How the local embedding model runs: torch (float32), bf16 (bfloat16 matmuls; fast on CPUs with AMX or AVX512-BF16), or auto (bf16 where the CPU does it in hardware).")
+    embedding_backend: Literal["auto", "torch", "bf16"] = Field("auto", description="How the local embedding model runs: torch (float32), bf16 (the model run by OpenVINO in bfloat16; fast on CPUs with AMX or AVX512-BF16), or auto (bf16 where the CPU does it in hardware).")
     model: str = Field("qwen2.5-coder-1.5b", description="Chat model: 'qwen2.5-coder-1.5b' (packaged default), 'smollm2-135m' (packaged, tiny) or a GGUF path.")
     models_dir: Path | None = Field(None, description="Folder of downloaded GGUF chat models (rag models pull/list/use); default <cache_dir>/models.")
     memory_check: bool = Field(True, description="Refuse a chat model whose estimated memory (weights + KV cache + compute) exceeds the available memory; --force turns it off.")
