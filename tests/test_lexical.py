@@ -28,7 +28,7 @@ def test_index_from_another_tokenizer_is_rebuilt(tmp_path):
 
     idx = LexicalIndex(tmp_path / "bm25")
     idx.build(["a"], ["pelicans fly"], revision="r1")
-    meta = tmp_path / "bm25" / "ids.json"
+    meta = tmp_path / "bm25" / "index.json"
     data = json.loads(meta.read_text())
     assert LexicalIndex(tmp_path / "bm25").load()
     meta.write_text(json.dumps({**data, "tokenizer": "1"}))  # as an older version saved it
@@ -59,7 +59,7 @@ def test_index_follows_the_store(tmp_path, embeddings):
     rag.delete(zh)
     hits = rag.store.lexical().search("rustup 安装", k=5)
     assert not zh_ids & {cid for cid, _ in hits}  # deleted chunks are gone from the lexical side too
-    assert (tmp_path / "store" / "bm25" / "ids.json").is_file()
+    assert (tmp_path / "store" / "bm25" / "index.json").is_file()
 
 
 def test_tokenizer_name_names_version_stemmer_and_bm25_parameters():
@@ -108,7 +108,7 @@ def test_an_empty_store_saves_an_empty_index(tmp_path):
 def test_an_unreadable_index_is_not_loaded(tmp_path):
     idx = LexicalIndex(tmp_path / "bm25")
     idx.build(["a"], ["pelicans fly"], revision="r1")
-    (tmp_path / "bm25" / "ids.json").write_text("{not json")
+    (tmp_path / "bm25" / "index.json").write_text("{not json")
     assert idx.load() is False
     assert (idx.revision, idx.search("pelicans", k=3)) == (None, [])
 
@@ -125,12 +125,23 @@ def test_rebuild_replaces_the_index_and_leaves_no_temporary_folders(tmp_path):
 
 def test_a_failed_build_keeps_the_old_index(tmp_path):
     LexicalIndex(tmp_path / "bm25").build(["a"], ["pelicans fly"], revision="r1")
-    with pytest.raises(TypeError):
-        LexicalIndex(tmp_path / "bm25").build([object()], ["gulls fly"], revision="r2")  # ids.json cannot be written
+    with pytest.raises(AttributeError):
+        LexicalIndex(tmp_path / "bm25").build(["b"], [None], revision="r2")  # a text that cannot be tokenised
+    with pytest.raises(ValueError, match="differ in length"):
+        LexicalIndex(tmp_path / "bm25").build(["b", "c"], ["gulls fly"], revision="r2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bm25"]
     idx = LexicalIndex(tmp_path / "bm25")
     assert idx.load() and idx.revision == "r1"
-    assert json.loads((tmp_path / "bm25" / "ids.json").read_text())["ids"] == ["a"]
+    assert json.loads((tmp_path / "bm25" / "index.json").read_text())["revision"] == "r1"
+    assert [cid for cid, _ in idx.search("pelicans", k=3)] == ["a"]
+
+
+def test_an_index_of_the_older_format_is_not_loaded(tmp_path):
+    idx = LexicalIndex(tmp_path / "bm25")
+    idx.build(["a"], ["pelicans fly"], revision="r1")
+    meta = tmp_path / "bm25" / "index.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": 2}))
+    assert not LexicalIndex(tmp_path / "bm25").load()
 
 
 def test_bm25_scores_use_k1_0_9_and_b_0_4(tmp_path):

@@ -1,6 +1,6 @@
 """The store: a Chroma collection, the manifest of ingested files and the lexical index, kept consistent with
-each other (per-file replace that survives a crash) and guarded by a lock against concurrent writers. The
-other stages use it through its methods only."""
+each other (a file's chunks, manifest entry and BM25 postings replaced together, surviving a crash) and guarded by
+a lock against concurrent writers. The other stages use it through its methods only."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag.config import Settings
 from rag.storage.chroma import Collection, chunk_id, server_url
 from rag.storage.errors import StoreError
 from rag.storage.manifest import MANIFEST_NAME, FileRecord, Manifest
+
+if TYPE_CHECKING:
+    from rag.storage.lexical import LexicalIndex
 
 __all__ = ["FileRecord", "Store", "StoreError", "chunk_id", "server_url"]
 
@@ -24,6 +27,7 @@ LOCK_NAME = "write.lock"
 # Held by `rag serve` over an embedded store: embedded Chroma keeps its index in the serving process, so
 # another process writing to the same folder would corrupt what the server sees.
 SERVE_LOCK_NAME = "serve.lock"
+EMBEDDING_MODEL_KEY = "embedding_model"  # manifest meta: the model an embedded store's vectors are from
 
 
 class Store:
@@ -35,18 +39,43 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{self.root}: cannot create the store folder ({exc.strerror})") from None
-        self._chunks = Collection(settings, embedding_name)
-        self.server = self._chunks.server
-        found = self._chunks.embedding_model()
-        if found and found != embedding_name:
+        self.manifest = Manifest(self.root / MANIFEST_NAME)
+        self.server = server_url(settings)
+        self._settings, self._embedding_name = settings, embedding_name
+        self._collection: Collection | None = None
+        self._collection_lock = threading.Lock()
+        # An embedded store's model is also in its manifest: checked here without opening Chroma (a second import),
+        # which is opened when first used. A server's collection is the truth for every machine: opened now.
+        recorded = None if self.server else self.manifest.get_meta(EMBEDDING_MODEL_KEY)
+        if recorded is None:
+            self._chunks  # noqa: B018 (opens the collection and checks its model)
+        else:
+            self._check_model(recorded)
+        self._lexical: LexicalIndex | None = None
+        self._lexical_lock = threading.Lock()  # a request and an ingest may both find the index stale
+        self._changes = 0  # changes under way in this process: their index is updated when each one ends
+        self.lexical_rebuilds = 0  # times the BM25 index was rebuilt from every chunk in Chroma (tests, diagnostics)
+        self._serving: Any = None
+
+    @property
+    def _chunks(self) -> Collection:
+        """The Chroma collection, opened on first use (a re-ingest with nothing to do never imports chromadb)."""
+        with self._collection_lock:
+            if self._collection is None:
+                chunks = Collection(self._settings, self._embedding_name)
+                found = chunks.embedding_model() or self._embedding_name
+                self._check_model(found)
+                if not self.server and self.manifest.get_meta(EMBEDDING_MODEL_KEY) != found:
+                    self.manifest.set_meta(EMBEDDING_MODEL_KEY, found)
+                self._collection = chunks
+            return self._collection
+
+    def _check_model(self, found: str) -> None:
+        if found != self._embedding_name:
             raise StoreError(
-                f"{self.root}: store was built with embedding model {found!r}, not {embedding_name!r}; "
+                f"{self.root}: store was built with embedding model {found!r}, not {self._embedding_name!r}; "
                 "run `rag reset` (then ingest again) or choose another --store"
             )
-        self.manifest = Manifest(self.root / MANIFEST_NAME)
-        self._lexical = None
-        self._lexical_lock = threading.Lock()  # a request and an ingest may both find the index stale
-        self._serving: Any = None
 
     def serve(self) -> None:
         """Claim an embedded store for this process (`rag serve`) until it exits: ingests from other
@@ -92,19 +121,22 @@ class Store:
             fh.close()  # closing releases the lock, also when the process dies
 
     def replace_file(self, rec: FileRecord, texts: list[str], vectors: list[list[float]], metadatas: list[dict]) -> None:
-        """Swap a file's chunks for new ones. The manifest says 'pending' until the last chunk is in, so a
-        crash at any point is repaired by the next run (which redoes pending files)."""
+        """Swap a file's chunks for new ones, in Chroma and in the BM25 index. The manifest says 'pending' until
+        the last chunk and the index are in, so a crash at any point is repaired by the next run (which redoes
+        pending files and, the revision having moved, rebuilds the index)."""
         ids = [chunk_id(rec.source, i) for i in range(len(texts))]
         old = self.manifest.get(rec.source)
-        if old is not None:
-            self.manifest.set_status(rec.source, "pending")
-        else:
-            self.manifest.put(FileRecord(**{**rec.__dict__, "status": "pending", "chunk_ids": []}))
-        self._chunks.delete_source(rec.source)
-        self._chunks.write(ids, vectors, texts, metadatas)
-        rec.chunk_ids, rec.chunks, rec.status, rec.ingested_at = ids, len(ids), "done", time.time()
-        self.manifest.put(rec)
-        self._bump()
+        with self._change() as index:
+            if old is not None:
+                self.manifest.set_status(rec.source, "pending")
+            else:
+                self.manifest.put(FileRecord(**{**rec.__dict__, "status": "pending", "chunk_ids": []}))
+            self._chunks.delete_source(rec.source)
+            self._chunks.write(ids, vectors, texts, metadatas)
+            revision = self._update_lexical(index, rec.source, ids, texts)
+            rec.chunk_ids, rec.chunks, rec.status, rec.ingested_at = ids, len(ids), "done", time.time()
+            self.manifest.put(rec)
+            self._bump(revision)
 
     def touch(self, rec: FileRecord) -> None:
         """Record a new size/mtime for a file whose content did not change."""
@@ -114,24 +146,56 @@ class Store:
         """Remove a file's chunks and its manifest entry; returns how many chunks went."""
         rec = self.manifest.get(source)
         n = self._chunks.count_source(source)
-        if rec is not None:
-            self.manifest.set_status(source, "pending")
-        self._chunks.delete_source(source)
-        self.manifest.remove(source)
-        self._bump()
+        with self._change() as index:
+            if rec is not None:
+                self.manifest.set_status(source, "pending")
+            self._chunks.delete_source(source)
+            revision = self._update_lexical(index, source, [], [])
+            self.manifest.remove(source)
+            self._bump(revision)
         return n
 
     def reset(self) -> None:
         """Drop every chunk and manifest entry."""
-        self._chunks.drop()
-        for rec in self.manifest.all():
-            self.manifest.remove(rec.source)
-        self.manifest.clear_failure()
-        self._bump()
+        with self._change():
+            self._chunks.drop()
+            for rec in self.manifest.all():
+                self.manifest.remove(rec.source)
+            self.manifest.clear_failure()
+            revision = uuid.uuid4().hex
+            with self._lexical_lock:
+                self._index().build([], [], revision)
+            self._bump(revision)
 
-    def _bump(self) -> None:
-        # Any change of content gets a new revision; the lexical index compares it to the one it was built at.
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[LexicalIndex | None]:
+        """Around one change of content: yields the BM25 index to update with it when the index matched the store
+        before (else None: the next `lexical()` rebuilds it). The revision moves first, so a crash before the
+        change is committed leaves the index stale, hence rebuilt from Chroma by the next run, as ever."""
+        with self._lexical_lock:
+            index, revision = self._index(), self.revision()
+            if index.revision != revision and not index.load() and self._chunks.count() == 0:
+                index.build([], [], revision)  # a new store: incremental from its first file
+            current = index.revision == revision
+        self._changes += 1
+        try:
+            self._bump()
+            yield index if current else None
+        finally:
+            self._changes -= 1
+
+    def _update_lexical(self, index: LexicalIndex | None, source: str, ids: list[str], texts: list[str]) -> str:
+        """The file's postings replaced in the index, saved under the revision the store takes once the manifest
+        says the file is done (until then the index is ahead of the store: stale, if the process dies here)."""
         revision = uuid.uuid4().hex
+        if index is not None:
+            with self._lexical_lock:
+                index.update([_file_key(source)], ids, texts, revision, [_file_key(source)] * len(ids))
+        return revision
+
+    def _bump(self, revision: str | None = None) -> None:
+        # Any change of content gets a new revision; the lexical index compares it to the one it matches.
+        revision = revision or uuid.uuid4().hex
         self.manifest.set_meta("revision", revision)
         if self.server:
             self._chunks.set_server_revision(revision)
@@ -144,20 +208,24 @@ class Store:
         return self.manifest.get_meta("revision") or ""
 
     # --- the lexical index ---
-    def lexical(self):
-        """The BM25 index of every chunk, rebuilt first when the store changed since it was built."""
+    def lexical(self) -> LexicalIndex:
+        """The BM25 index of every chunk: kept current by each change made through this store; opened again from
+        disk when another store object or process changed it; rebuilt from Chroma only when it does not match
+        the store (none yet, an older format or tokeniser, a crash mid-change, another machine's change)."""
         with self._lexical_lock:
-            return self._current_lexical()
+            index, revision = self._index(), self.revision()
+            if index.revision != revision and not self._changes and not (index.load() and index.revision == revision):
+                ids, texts = self._chunks.texts()
+                index.build(ids, texts, revision, [cid.rsplit("-", 1)[0] for cid in ids])
+                self.lexical_rebuilds += 1
+            return index
 
-    def _current_lexical(self):
-        from rag.storage.lexical import LexicalIndex
+    def _index(self) -> LexicalIndex:
+        from rag.storage.lexical import LexicalIndex  # numpy: not for a run that never searches or writes
 
         if self._lexical is None:
             self._lexical = LexicalIndex(self.root / "bm25")
             self._lexical.load()
-        revision = self.revision()
-        if self._lexical.revision != revision:
-            self._lexical.build(*self._chunks.texts(), revision)
         return self._lexical
 
     def get(self, ids: list[str], vector: list[float] | None = None) -> dict[str, tuple[str, dict, float]]:
@@ -206,3 +274,8 @@ class Store:
         if self._serving is not None:
             self._serving.close()  # gives up a `rag serve` claim
             self._serving = None
+
+
+def _file_key(source: str) -> str:
+    """What a file's chunk ids start with (see `chunk_id`): its group in the BM25 index."""
+    return chunk_id(source, 0).rsplit("-", 1)[0]
