@@ -80,6 +80,7 @@ class Settings(BaseModel):
     api_key: str | None = Field(None, description="rag serve: when set, every endpoint but /health needs it (Authorization: Bearer KEY).")
     upload_dir: Path | None = Field(None, description="rag serve: where uploaded files are written (default <store>/uploads); nothing is written outside it.")
     max_upload_mb: int = Field(50, ge=1, description="rag serve: largest accepted upload, in MB.")
+    keep_alive: float = Field(300, ge=0, description="rag ask/chat: seconds a background server keeps the model loaded after its last answer, so the next question skips the loading (0: never start one; --no-daemon for one command).")
 
     @classmethod
     def load(

@@ -24,6 +24,7 @@ def runner(monkeypatch, tmp_path):
     for key in list(os.environ):
         if key.startswith("RAG_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("RAG_KEEP_ALIVE", "0")  # answered in this process (the background server: test_daemon.py)
     monkeypatch.chdir(tmp_path)
     return CliRunner()
 
@@ -113,6 +114,7 @@ def test_user_errors_are_one_line(runner, tmp_path):
 def test_installed_entry_point_in_a_subprocess(small_rag, tmp_path):
     exe = Path(sys.executable).with_name("rag")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env["RAG_KEEP_ALIVE"] = "0"  # in process (the background server: test_daemon.py)
     start = time.perf_counter()
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env=env, check=True)
     help_seconds = time.perf_counter() - start
@@ -181,6 +183,7 @@ def test_chat_repl_sources_ctrl_c_and_exit(small_rag):
     answer streams stops that answer, not the session (the next question is answered); /exit ends it."""
     exe = Path(sys.executable).with_name("rag")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env["RAG_KEEP_ALIVE"] = "0"  # in process (the background server: test_daemon.py)
     proc = subprocess.Popen([str(exe), "chat", "--store", str(small_rag.settings.store), "--model", "smollm2-135m",
                              "--max-tokens", "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)

@@ -69,6 +69,7 @@ def test_mmr_flag_on_ask(pelicans, monkeypatch, tmp_path, flags, copies):
     for key in list(os.environ):
         if key.startswith("RAG_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("RAG_KEEP_ALIVE", "0")  # in process (the background server: test_daemon.py)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["ask", QUESTION, "--store", str(pelicans.settings.store), "--k", "3",
                                        "--model", "smollm2-135m", "--max-tokens", "8", "--show-context", *flags])

@@ -1,5 +1,5 @@
 """The `rag` command: the click group and its commands, each a thin shell over `rag.api.RAG` in a module of
-its own (documents, ask, doctor, config, models, eval, serve). Only click is imported until a command runs."""
+its own (documents, ask, doctor, config, models, eval, serve, daemon). Only click is imported until a command runs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 from rag import privacy
 from rag.cli import ask, documents
 from rag.cli import config as config_cli
+from rag.cli import daemon as daemon_cli
 from rag.cli import doctor as doctor_cli
 from rag.cli import eval as eval_cli
 from rag.cli import models as models_cli
@@ -39,7 +40,7 @@ def main(ctx: click.Context, config: Path | None) -> None:
 
 
 COMMANDS = {**documents.COMMANDS, **ask.COMMANDS, "doctor": doctor_cli.doctor, "config": config_cli.config_,
-            "eval": eval_cli.eval_group, "models": models_cli.models_group, "serve": serve_cli.serve}
+            "eval": eval_cli.eval_group, "models": models_cli.models_group, "serve": serve_cli.serve, **daemon_cli.COMMANDS}
 for _name, _command in COMMANDS.items():
     main.add_command(_command, name=_name)
 

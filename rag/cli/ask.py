@@ -1,5 +1,6 @@
 """Questions from the command line: `rag ask` (one answer) and `rag chat` (a session with follow-ups), each
-streamed to stdout with its numbered sources."""
+streamed to stdout with its numbered sources, answered by the warm background server (rag/daemon) when there
+is one to use, else in this process."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from typing import Any
 
 import click
 
-from rag.cli.common import (handle_errors, make_rag, model_options, show_context_option, store_option,
+from rag.cli.common import (handle_errors, make_rag, model_options, settings, show_context_option, store_option,
                             verbose_option, warn)
 
 CHAT_HELP = "/sources, /reset, /exit"
+
+no_daemon_option = click.option("--no-daemon", is_flag=True,
+                                help="Answer in this process: neither use nor start the background server that keeps "
+                                     "the model loaded between commands (see keep_alive).")
 
 
 @click.command()
@@ -24,18 +29,23 @@ CHAT_HELP = "/sources, /reset, /exit"
 @verbose_option
 @click.option("--json", "as_json", is_flag=True,
               help='Print one JSON object {"answer": str, "sources": [{"source", "page", "text", "score"}]}.')
+@no_daemon_option
 @click.pass_context
 @handle_errors
 def ask(ctx: click.Context, question: str, store: Path | None, source_glob: str | None, show_context: bool,
-        verbose: bool, as_json: bool, **flags: Any) -> None:
+        verbose: bool, as_json: bool, no_daemon: bool, **flags: Any) -> None:
     """Answer QUESTION from the ingested documents, streaming, with numbered sources (file, page).
 
-    When the documents do not hold the answer, it says so instead of guessing.
+    When the documents do not hold the answer, it says so instead of guessing. The model stays loaded in a
+    background server for keep_alive seconds (default 300), so the next question starts at once.
     """
-    rag = _ready_rag(ctx, store, flags)
+    asker = _asker(ctx, store, flags, no_daemon)
     if source_glob:
-        rag.retriever.source_glob = source_glob
-    _answer(rag.stream(question), as_json, show_context, verbose)
+        if hasattr(asker, "source_glob"):
+            asker.source_glob = source_glob
+        else:
+            asker.retriever.source_glob = source_glob
+    _answer(asker.stream(question), as_json, show_context, verbose)
 
 
 @click.command()
@@ -43,16 +53,20 @@ def ask(ctx: click.Context, question: str, store: Path | None, source_glob: str 
 @model_options
 @show_context_option
 @verbose_option
+@no_daemon_option
 @click.pass_context
 @handle_errors
-def chat(ctx: click.Context, store: Path | None, show_context: bool, verbose: bool, **flags: Any) -> None:
+def chat(ctx: click.Context, store: Path | None, show_context: bool, verbose: bool, no_daemon: bool,
+         **flags: Any) -> None:
     """Talk with your documents: an interactive session where follow-up questions keep their context.
 
     Type a question and press Enter. /sources shows the passages behind the last answer, /reset forgets the
     conversation, /exit (or /quit, Ctrl-D) ends the session. Ctrl-C while an answer streams stops that answer,
     not the session.
     """
-    session = _ready_rag(ctx, store, flags).chat()
+    from rag.api import ChatSession
+
+    session = ChatSession(_asker(ctx, store, flags, no_daemon))
     click.echo("Ask about your documents (/sources: passages of the last answer, /reset: forget the conversation, "
                "/exit: end; Ctrl-C stops an answer).", err=True)
     last = None
@@ -87,6 +101,21 @@ def _chat_command(line: str, session: Any, last: Any) -> Any:
         return last
     click.echo(f"(unknown command {line.split()[0]}: {CHAT_HELP})", err=True)
     return last
+
+
+def _asker(ctx: click.Context, store: Path | None, flags: dict[str, Any], no_daemon: bool) -> Any:
+    """What answers, with `stream(question, history)`: the warm background server for these settings (started
+    when there is none), or a `RAG` in this process (--no-daemon, keep_alive 0, a model on a server, or a
+    background server that does not answer)."""
+    current = settings(ctx, store=store, **flags)
+    if not no_daemon and current.keep_alive > 0 and not current.llm_url:
+        from rag.daemon.lifecycle import connect
+
+        client = connect(current, notice=lambda line: click.echo(f"note: {line}", err=True))
+        if client is not None:
+            warn(client.warnings)
+            return client
+    return _ready_rag(ctx, store, flags)
 
 
 def _ready_rag(ctx: click.Context, store: Path | None, flags: dict[str, Any]) -> Any:
@@ -143,10 +172,10 @@ def _print_sources(answer: Any, show_context: bool) -> None:
 
 
 def _print_dropped(answer: Any) -> None:
-    from rag.answer.chain import display_label
+    from rag.daemon.client import label  # light: a warm answer must not import the answering stage
 
     for d in answer.dropped:
-        click.echo(f"dropped: {display_label(d['source'], d['page'])} (score {d['score']:.2f}): {d['reason']}", err=True)
+        click.echo(f"dropped: {label(d['source'], d['page'])} (score {d['score']:.2f}): {d['reason']}", err=True)
 
 
 COMMANDS = {"ask": ask, "chat": chat}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import socket
 import threading
@@ -95,6 +96,25 @@ def bind(host: str, port: int) -> socket.socket:
         raise
     sock.listen(128)
     sock.set_inheritable(True)
+    return sock
+
+
+def bind_unix(path: Path) -> socket.socket:
+    """A listening Unix-domain socket at `path`, readable and writable by its owner only (0600, set before it
+    listens: uvicorn's own `uds=` would make it 0666). A leftover socket file at `path` is replaced."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # the file is created 0600, with no moment at a wider mode
+    try:
+        sock.bind(str(path))
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(128)
     return sock
 
 

@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,9 +29,14 @@ class ModelQueue:
         self.ids = itertools.count(1)
         # One record per request: {"id", "tokens", "finish"}; finish is "stop", "length", "disconnected" or "error".
         self.log: deque[dict[str, Any]] = deque(maxlen=log_size)
+        # Called in the worker before each generation, while it holds the model (the background server checks
+        # there whether another process changed the store).
+        self.before_turn: Callable[[], None] | None = None
 
-    async def generate(self, question: str, history: list[tuple[str, str]]) -> AsyncIterator[Any]:
-        """Yield the answer's text pieces, then the finished `Answer`."""
+    async def generate(self, question: str, history: list[tuple[str, str]],
+                       source_glob: str | None = None) -> AsyncIterator[Any]:
+        """Yield the answer's text pieces, then the finished `Answer`; `source_glob` limits the search to the
+        files it matches, for this request only."""
         record: dict[str, Any] = {"id": next(self.ids), "tokens": 0, "finish": "disconnected", "started": False}
         self.log.append(record)
         self.waiting += 1
@@ -44,7 +49,7 @@ class ModelQueue:
         stop = threading.Event()
         self.busy = record["started"] = True
         try:
-            worker = loop.run_in_executor(None, self._work, question, history, record, stop,
+            worker = loop.run_in_executor(None, self._work, question, history, source_glob, record, stop,
                                           lambda item: loop.call_soon_threadsafe(items.put_nowait, item))
         except BaseException:
             self._release()
@@ -59,10 +64,20 @@ class ModelQueue:
             # Normal end, an error, or the request task cancelled because the client disconnected.
             stop.set()
 
-    def _work(self, question: str, history: list[tuple[str, str]], record: dict[str, Any], stop: threading.Event,
-              put: Any) -> None:
+    def _work(self, question: str, history: list[tuple[str, str]], source_glob: str | None, record: dict[str, Any],
+              stop: threading.Event, put: Any) -> None:
         """The worker thread: stream the answer into `put`, then `_END`; stops early when `stop` is set."""
-        stream = self.rag.stream(question, history)
+        try:
+            if self.before_turn is not None:
+                self.before_turn()
+            # The retriever is shared by every request: each one sets its own filter (None: every file).
+            self.rag.retriever.source_glob = source_glob
+            stream = self.rag.stream(question, history)
+        except BaseException as exc:
+            record["finish"] = "error"
+            put(exc)
+            put(_END)
+            return
         try:
             for item in stream:
                 if stop.is_set():

@@ -108,6 +108,16 @@ class Collection:
         return self._chroma
 
 
+def forget_open_stores() -> None:
+    """Make the next embedded collection opened in this process read its folder afresh. Chroma shares one
+    in-memory system per folder among a process's clients, and its vector index there does not see what
+    another process wrote since; a long-lived reader (the background server) calls this, then opens a new
+    `Store`. Stores already open keep working on what they had."""
+    from chromadb.api.client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()
+
+
 def server_url(settings: Settings) -> str | None:
     """http://host:port of the Chroma server, or None for the embedded store."""
     return f"http://{settings.chroma_host}:{settings.chroma_port}" if settings.chroma_host else None
