@@ -21,6 +21,8 @@ from rag.eval import (
     RETRIEVAL_METRICS,
     QAItem,
     contains_answer,
+    exact_match,
+    token_f1,
     detect_format,
     doc_filename,
     evaluate_qa,
@@ -116,6 +118,23 @@ def test_normalize_answer_chinese():
     assert contains_answer("约为4.9元", ["4.9"])
     assert contains_answer("他 在 2008 年 首次 出场", ["2008年"])
     assert not contains_answer("由任天堂开发。", ["光荣"])
+
+
+def test_exact_match_and_f1_as_squad_scores_them():
+    # Normalised as SQuAD does: case, punctuation and articles go; citation marks go too.
+    assert exact_match("The Whiteness [2].", ["whiteness"]) == 1.0
+    assert exact_match("It is white.", ["whiteness", "white"]) == 0.0
+    # "understating the uncertainty" vs "understates the uncertainty": tokens understating, uncertainty vs
+    # understates, uncertainty: 1 in common, precision 1/2, recall 1/2 -> F1 0.5.
+    assert token_f1("Understating the uncertainty [1]", ["understates the uncertainty"]) == 0.5
+    # Best of the references: "NBC" gives precision 1/3 (nbc of nbc, in, 2010), recall 1 -> 0.5.
+    assert token_f1("NBC in 2010", ["CBS", "NBC"]) == 0.5
+    assert token_f1("No idea.", ["Paris"]) == 0.0
+    # Chinese is scored character by character: 光 荣 of 光 荣 和 ω force -> precision 1, recall 2/4 -> 2/3.
+    assert round(token_f1("光荣[1]", ["光荣和ω-force"]), 4) == 0.6667
+    assert exact_match("光荣和 ω-force。", ["光荣和ω-force"]) == 1.0
+    # A citation mark is not an answer: "[1]" does not contain the reference "1".
+    assert not contains_answer("See the table [1].", ["1"])
 
 
 # --- readers ----------------------------------------------------------------------------------------------
@@ -331,6 +350,16 @@ def test_evaluate_qa_scores_fixed_answers(tmp_path, embeddings):
     # Right among the 3 answerable: colour only, 1/3; refused among them: day only, 1/3; refused among the 2
     # unanswerable: zorblax only, 1/2.
     assert (d["answer_contains_reference"], d["false_refusals"], d["correct_refusals"]) == (0.3333, 0.3333, 0.5)
+    # SQuAD's scores over the 3 answerable, a refusal scoring 0: "her teapot is purple" vs "purple" F1 2/5;
+    # "it belongs to hilda" vs "hilda brandvold" F1 2/6: mean (0.4 + 0 + 0.3333) / 3.
+    assert (d["exact_match"], d["f1"]) == (0.0, 0.2444)
+    # Every question reached the model (min_score -1), so every refusal is the model's; the teapot passage (the
+    # only one in the store) holds each reference answer and was shown for each answerable question.
+    assert [r.refused_by for r in report.results] == [None, "model", None, "model", None]
+    assert [r.reference_shown for r in report.results] == [True, True, True, None, None]
+    assert (d["reference_shown"], d["false_refusals_with_reference_shown"], d["refused_by_threshold"]) == (1.0, 0.3333, 0.0)
+    assert [(p["source"], p["shown"], p["has_reference"]) for p in report.results[0].passages] == [("c1.txt", True, True)]
+    assert all(r.prompt_tokens > 40 for r in report.results)
 
 
 def test_eval_qa_command(runner, tmp_path):

@@ -1,6 +1,7 @@
 """The answering chain (LCEL): condense a follow-up -> retrieve -> fit the context budget -> prompt in the
 question's language -> model -> numbered citations. Input: a question (str) or {"question", "chat_history"};
-output: {"question", "standalone", "sources", "grounded", "dropped", "answer", "cited", "refused"}, streamable."""
+output: {"question", "standalone", "sources", "grounded", "dropped", "prompt_tokens", "answer", "cited",
+"refused"}, streamable."""
 
 from __future__ import annotations
 
@@ -50,9 +51,13 @@ class Answer:
     standalone_question: str | None = None
     # Retrieved passages the model did not see whole: {"source", "page", "score", "reason"} each.
     dropped: list[dict[str, Any]] = field(default_factory=list)
+    # Why it refused: "threshold" (no passage relevant enough: the model was not asked) or "model".
+    refused_by: str | None = None
+    prompt_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"answer": self.text, "sources": [s.to_dict() for s in self.sources], "refused": self.refused}
+        return {"answer": self.text, "sources": [s.to_dict() for s in self.sources], "refused": self.refused,
+                "refused_by": self.refused_by}
 
 
 def _dropped(doc: Document, reason: str) -> dict[str, Any]:
@@ -81,14 +86,17 @@ def answer_from_output(out: dict[str, Any]) -> Answer:
     """Turn the chain's output dict into an `Answer`."""
     context = to_sources(out.get("sources") or [])
     cited = [context[n - 1] for n in out.get("cited") or [] if 0 < n <= len(context)]
+    refused = bool(out.get("refused"))
     return Answer(
         question=out.get("question", ""),
         text=(out.get("answer") or "").strip(),
         sources=cited,
         context=context,
-        refused=bool(out.get("refused")),
+        refused=refused,
         standalone_question=out.get("standalone"),
         dropped=list(out.get("dropped") or []),
+        refused_by=("model" if out.get("grounded") else "threshold") if refused else None,
+        prompt_tokens=int(out.get("prompt_tokens") or 0),
     )
 
 
@@ -182,17 +190,23 @@ class AnswerChain:
         if context and len(context[0].page_content) < len(relevant[0].page_content):
             dropped.append(_dropped(relevant[0], f"cut to {len(context[0].page_content)} of "
                                                  f"{len(relevant[0].page_content)} characters to fit n_ctx {self.n_ctx}"))
-        return {**x, "sources": context or retrieved, "grounded": bool(context), "dropped": dropped}
+        tokens = self.prompt_tokens(x, context) if context else 0
+        return {**x, "sources": context or retrieved, "grounded": bool(context), "dropped": dropped,
+                "prompt_tokens": tokens}
 
     def relevant(self, docs: list[Document]) -> list[Document]:
         return [d for d in docs if d.metadata.get("score", 1.0) >= self.min_score]
+
+    def prompt_tokens(self, x: dict[str, Any], docs: list[Document]) -> int:
+        """The prompt's length in tokens with these passages (4 a message for the chat template's marks)."""
+        return sum(self.count_tokens(str(m.content)) + 4 for m in self._messages(x, docs))
 
     def fit(self, x: dict[str, Any], docs: list[Document]) -> list[Document]:
         """Drop the weakest passages until the prompt and the answer fit the context window."""
         budget = self.n_ctx - self.max_tokens - 16  # chat-template tokens
 
         def size(candidate: list[Document]) -> int:
-            return sum(self.count_tokens(str(m.content)) + 4 for m in self._messages(x, candidate))
+            return self.prompt_tokens(x, candidate)
 
         kept = list(docs)
         while kept and size(kept) > budget:

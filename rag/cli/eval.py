@@ -102,7 +102,9 @@ def _run_retrieval(rag: Any, data: Any, show: bool) -> Any:
 @click.option("--retrieval", type=click.Choice(["hybrid", "dense", "bm25"]), default=None, help="Retrieval mode.")
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Longest answer in tokens (default 512).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--per-question", is_flag=True, help="With --json: include every question, answer and timing.")
+@click.option("--per-question", is_flag=True, help="With --json: include every question, its answer, timings, "
+              "scores, prompt tokens, the refusal's cause (threshold or model) and the retrieved passages (file, "
+              "page, score, shown to the model, holds a reference answer).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 @handle_errors
@@ -141,7 +143,12 @@ def _qa_text(d: dict[str, Any]) -> str:
              f"{d['unanswerable']} without an answer); model {d['model']}",
              f"  answer contains a reference   {pct(d['answer_contains_reference'])}",
              f"  false refusals (answerable)   {pct(d['false_refusals'])}",
-             f"  correct refusals (no answer)  {pct(d['correct_refusals'])}"]
+             f"  correct refusals (no answer)  {pct(d['correct_refusals'])}",
+             f"  exact match / F1 (SQuAD)      {pct(d['exact_match'])} / {pct(d['f1'])}",
+             f"  reference in the passages     {pct(d['reference_shown'])}; refused all the same "
+             f"{pct(d['false_refusals_with_reference_shown'])}",
+             f"  refused by the threshold      {pct(d['refused_by_threshold'])} of all questions (the model not asked)",
+             f"  prompt tokens                 p50 {d['prompt_tokens_p50']}"]
     for part, label in (("retrieval", "retrieval"), ("first_token", "first token"), ("total", "total")):
         lat = d["latency_seconds"][part]
         lines.append(f"  {label:<12} p50 {lat['p50']:.2f} s   p90 {lat['p90']:.2f} s")

@@ -26,7 +26,8 @@ from rag.eval.datasets import (
     read_squad,
     retrieval_set_from_qa,
 )
-from rag.eval.metrics import RETRIEVAL_METRICS, contains_answer, normalize_answer, percentile, score_run
+from rag.eval.metrics import (RETRIEVAL_METRICS, contains_answer, exact_match, normalize_answer, percentile,
+                              score_run, token_f1)
 from rag.eval.qa import QAReport, QAResult, ask_timed, evaluate_qa, ingest_contexts
 from rag.eval.retrieval import (
     CHUNKS,
@@ -42,7 +43,7 @@ from rag.eval.retrieval import (
 __all__ = [
     "CHUNKS", "CONTEXTS_FOLDER", "DEPTH", "DOCS_FOLDER", "RETRIEVAL_METRICS", "QAItem", "QAReport", "QAResult",
     "RetrievalReport", "RetrievalSet", "ask_timed", "contains_answer", "detect_format", "doc_filename",
-    "document_text", "evaluate_qa", "evaluate_retrieval", "ingest_contexts", "ingest_documents", "load_beir",
+    "document_text", "evaluate_qa", "exact_match", "token_f1", "evaluate_retrieval", "ingest_contexts", "ingest_documents", "load_beir",
     "load_qa", "load_retrieval_set", "normalize_answer", "percentile", "prepare_store", "read_cmrc",
     "read_jsonl_qa", "read_squad", "retrieval_set_from_qa", "retrieve_run", "roll_up", "run_queries", "score_run",
     "write_documents",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from rag.lang import HAN, KANA_HANGUL
@@ -56,22 +57,27 @@ def score_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[
 
 _CJK = re.compile(f"[{HAN}{KANA_HANGUL}]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_CITATIONS = re.compile(r"\[\d+(?:\s*[,，、]\s*\d+)*\]")
 
 
 def normalize_answer(text: str) -> str:
     """Lower-case; full-width forms folded (NFKC); punctuation removed (ASCII and CJK: 。，《》“” ...); English
     articles dropped (as SQuAD's scorer does); whitespace collapsed; and, when the text has Chinese (or other
     CJK) characters, no spaces at all, since Chinese does not separate words."""
-    text = unicodedata.normalize("NFKC", str(text)).lower()
-    text = "".join("" if unicodedata.category(ch).startswith("P") else ch for ch in text)
-    text = " ".join(_ARTICLES.sub(" ", text).split())
+    text = " ".join(_clean(text).split())
     return text.replace(" ", "") if _CJK.search(text) else text
+
+
+def _clean(text: str) -> str:
+    """NFKC-folded, lower-cased, without punctuation or English articles (SQuAD's normalisation)."""
+    text = unicodedata.normalize("NFKC", str(text)).lower()
+    return _ARTICLES.sub(" ", "".join("" if unicodedata.category(ch).startswith("P") else ch for ch in text))
 
 
 def contains_answer(answer: str, references: Iterable[str]) -> bool:
     """True when the normalised answer contains a normalised reference (as whole words for non-CJK references;
     as a plain substring, spaces removed, when either side has CJK characters)."""
-    got = normalize_answer(answer)
+    got = normalize_answer(_CITATIONS.sub(" ", answer))
     for ref in references:
         want = normalize_answer(ref)
         if not want:
@@ -82,6 +88,34 @@ def contains_answer(answer: str, references: Iterable[str]) -> bool:
         elif f" {want} " in f" {got} ":
             return True
     return False
+
+
+_TOKENS = re.compile(f"[{HAN}{KANA_HANGUL}]|[^\\s{HAN}{KANA_HANGUL}]+")
+
+
+def answer_tokens(text: str) -> list[str]:
+    """SQuAD's tokens of a normalised text, citation marks ([1], [2, 3]) removed first: words, and each CJK
+    character on its own (as CMRC2018's scorer splits Chinese)."""
+    return _TOKENS.findall(_clean(_CITATIONS.sub(" ", str(text))))
+
+
+def exact_match(answer: str, references: Iterable[str]) -> float:
+    """1.0 when the answer, normalised as SQuAD does (and its citation marks removed), equals a reference."""
+    got = answer_tokens(answer)
+    return float(any(got == answer_tokens(ref) for ref in references))
+
+
+def token_f1(answer: str, references: Iterable[str]) -> float:
+    """SQuAD's F1: the best, over the references, of the harmonic mean of token precision and recall."""
+    got = answer_tokens(answer)
+    best = 0.0
+    for ref in references:
+        want = answer_tokens(ref)
+        common = sum((Counter(got) & Counter(want)).values())
+        if common:
+            precision, recall = common / len(got), common / len(want)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
 
 
 def percentile(values: Sequence[float], p: float) -> float:

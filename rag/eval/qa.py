@@ -1,17 +1,19 @@
 """Answer evaluation: every question streamed through `RAG.chain` (timing retrieval, first token and whole
-answer) and scored: right when the answer contains a reference answer, or, without one, when it refuses."""
+answer) and scored: right when the answer contains a reference answer, or, without one, when it refuses; with
+SQuAD's exact match and token F1 beside, and per question what was retrieved and why a refusal happened."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rag.config import ConfigError
 from rag.eval.corpus import CONTEXTS_FOLDER, ingest_documents
 from rag.eval.datasets import QAItem
-from rag.eval.metrics import contains_answer, percentile
+from rag.eval.metrics import contains_answer, exact_match, percentile, token_f1
 
 if TYPE_CHECKING:  # pragma: no cover
     from rag.api import RAG
@@ -32,6 +34,14 @@ class QAResult:
     retrieval: float
     first_token: float
     total: float
+    exact_match: float = 0.0
+    f1: float = 0.0
+    refused_by: str | None = None  # "threshold" (the model was not asked) or "model"
+    prompt_tokens: int = 0
+    # A reference answer is in a passage the model was shown (None: the question has no reference answer).
+    reference_shown: bool | None = None
+    # Every retrieved passage: {"source" (file name), "page", "score", "shown", "has_reference"}.
+    passages: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -51,8 +61,12 @@ class QAReport:
         return [r for r in self.results if not r.answers]
 
     def to_dict(self, per_question: bool = False) -> dict[str, Any]:
-        def share(rows: list[QAResult], pred: Callable[[QAResult], bool]) -> float | None:
-            return round(sum(map(pred, rows)) / len(rows), 4) if rows else None
+        def median(values: list[int]) -> float | None:
+            return round(percentile(values, 50), 1) if values else None
+
+        def share(rows: list[QAResult], value: Callable[[QAResult], float]) -> float | None:
+            """The mean of `value` (a share, for a yes/no) over `rows`."""
+            return round(sum(map(value, rows)) / len(rows), 4) if rows else None
 
         answerable, unanswerable = self.answerable, self.unanswerable
         d: dict[str, Any] = {
@@ -64,6 +78,12 @@ class QAReport:
             "answer_contains_reference": share(answerable, lambda r: r.correct),
             "false_refusals": share(answerable, lambda r: r.refused),
             "correct_refusals": share(unanswerable, lambda r: r.refused),
+            "exact_match": share(answerable, lambda r: r.exact_match),
+            "f1": share(answerable, lambda r: r.f1),
+            "reference_shown": share(answerable, lambda r: bool(r.reference_shown)),
+            "false_refusals_with_reference_shown": share(answerable, lambda r: r.refused and bool(r.reference_shown)),
+            "refused_by_threshold": share(self.results, lambda r: r.refused_by == "threshold"),
+            "prompt_tokens_p50": median([r.prompt_tokens for r in self.results if r.prompt_tokens]),
             "latency_seconds": {
                 part: {f"p{p}": round(percentile([getattr(r, part) for r in self.results], p), 3) for p in (50, 90)}
                 for part in ("retrieval", "first_token", "total")
@@ -109,6 +129,30 @@ def ingest_contexts(rag: RAG, items: Sequence[QAItem]) -> Any:
     return report
 
 
+def _passages(answer: Any, references: list[str]) -> list[dict[str, Any]]:
+    """Every retrieved passage, those the model was shown first, with its score and whether it holds a reference."""
+    refused_by_threshold = answer.refused_by == "threshold"
+    rows = [{"source": Path(s.source).name, "page": s.page, "score": round(s.score, 4), "shown": not refused_by_threshold,
+             "has_reference": contains_answer(s.text, references) if references else None} for s in answer.context]
+    rows += [{"source": Path(d["source"]).name, "page": d["page"], "score": round(d["score"], 4), "shown": False,
+              "has_reference": None, "reason": d["reason"]} for d in answer.dropped]
+    return rows
+
+
+def score_answer(item: QAItem, answer: Any, seconds: tuple[float, float, float]) -> QAResult:
+    """Score one answer: right when it contains a reference answer, or, for a question without one, refuses."""
+    refs = item.answers
+    correct = (not answer.refused and contains_answer(answer.text, refs)) if refs else answer.refused
+    passages = _passages(answer, refs)
+    scored = not answer.refused and bool(refs)
+    return QAResult(item.id, item.question, refs, answer.text, answer.refused, correct, *seconds,
+                    exact_match=exact_match(answer.text, refs) if scored else 0.0,
+                    f1=round(token_f1(answer.text, refs), 4) if scored else 0.0,
+                    refused_by=answer.refused_by, prompt_tokens=answer.prompt_tokens,
+                    reference_shown=any(p["shown"] and p["has_reference"] for p in passages) if refs else None,
+                    passages=passages)
+
+
 def evaluate_qa(rag: RAG, items: Sequence[QAItem], name: str = "",
                 progress: Callable[[int], None] | None = None) -> QAReport:
     """Ask every question (fresh, no history) and score the answers. The chat model, the embedder and the
@@ -120,10 +164,7 @@ def evaluate_qa(rag: RAG, items: Sequence[QAItem], name: str = "",
     results: list[QAResult] = []
     for item in items:
         answer, retrieval, first, total = ask_timed(rag, item.question)
-        # Right: a reference answer in the text, or a refusal when the question has no answer.
-        correct = (not answer.refused and contains_answer(answer.text, item.answers)) if item.answers else answer.refused
-        results.append(QAResult(item.id, item.question, item.answers, answer.text, answer.refused, correct,
-                                retrieval, first, total))
+        results.append(score_answer(item, answer, (retrieval, first, total)))
         if progress:
             progress(1)
     return QAReport(name, rag.settings.model, results)
