@@ -53,6 +53,16 @@ class RAG:
 
         return make_embeddings(self.settings)
 
+    @cached_property
+    def query_embeddings(self):
+        """What questions are embedded with: the `embeddings` when they were given or are loaded already, else
+        the same model's float32 vectors from a light runtime (no torch or sentence-transformers to import)."""
+        if "embeddings" in self.__dict__:
+            return self.embeddings
+        from rag.embeddings import make_query_embeddings
+
+        return make_query_embeddings(self.settings, None if self.settings.embedding_url else self.embedding_model_dir)
+
     @property
     def embedding_identity(self) -> str:
         """The embedding model as the store records it: its name, plus its URL when it is remote."""
@@ -121,10 +131,27 @@ class RAG:
     @cached_property
     def retriever(self):
         """A LangChain `BaseRetriever` over the store."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        # The store opens (chromadb's import: over a second of Python) in a second thread while the question's
+        # embedder compiles its model in native code without the GIL: on two cores the two overlap.
+        with ThreadPoolExecutor(1, thread_name_prefix="rag-open-store") as pool:
+            store = pool.submit(self._open_store_for_questions)
+            embeddings = self.query_embeddings
+            store = store.result()
         from rag.retrieval.hybrid import HybridRetriever
 
-        return HybridRetriever(store=self.store, embeddings=self.embeddings, k=self.settings.k, mode=self.settings.retrieval,
+        return HybridRetriever(store=store, embeddings=embeddings, k=self.settings.k, mode=self.settings.retrieval,
                                mmr=self.settings.mmr)
+
+    def _open_store_for_questions(self):
+        from rag.retrieval.hybrid import HybridRetriever  # noqa: F401 (LangChain's retriever stack, imported here too)
+
+        store = self.store
+        store.open()
+        if self.settings.retrieval != "dense":
+            store.lexical()  # the BM25 index, loaded (or brought up to date) before the first question
+        return store
 
     @cached_property
     def chain(self):
@@ -141,7 +168,15 @@ class RAG:
             count = (lambda text: len(client.tokenize(text.encode("utf-8"), add_bos=False, special=True))) if client else None
         # The seed goes with every call, so the same question gets the same answer, not the next draw.
         llm = self.llm.bind(seed=self.settings.seed)
-        return AnswerChain(self.retriever, llm, self.settings.n_ctx, self.settings.max_tokens, self.settings.min_score, count).build()
+        s = self.settings
+        focus = tokenize = None
+        if s.focus_share < 1:
+            from rag.answer.focus import Focus
+            from rag.storage.lexical import tokenize
+
+            focus = Focus(share=s.focus_share)
+        return AnswerChain(self.retriever, llm, s.n_ctx, s.max_tokens, s.min_score, count, focus=focus,
+                           tokenize=tokenize, embeddings=self.query_embeddings).build()
 
     @property
     def fingerprint(self) -> str:
@@ -158,8 +193,10 @@ class RAG:
         flat: list[str | Path] = []
         for p in paths:
             flat.extend([p] if isinstance(p, (str, Path)) else p)
-        ingestor = Ingestor(self.store, self.embeddings, self.splitter, self.fingerprint, self.settings.password,
-                            ocr=self.settings.ocr)
+        # The embedder and the splitter are loaded only when a file needs reading: a re-ingest with nothing to
+        # do settles every file from the manifest without importing torch.
+        ingestor = Ingestor(self.store, lambda: self.embeddings, lambda: self.splitter, self.fingerprint,
+                            self.settings.password, ocr=self.settings.ocr)
         return ingestor.run(flat, prune=prune, progress=progress)
 
     def files(self):

@@ -1,10 +1,13 @@
 """The two local embedding backends run the same packaged MiniLM: the bfloat16 one (OpenVINO, batches by token
 count) must give the float32 vectors, in the caller's order, whatever the batch; "auto" chooses it only on CPUs
 that do bfloat16 in hardware and falls back to float32 without OpenVINO; the factory picks remote or local from
-the settings."""
+the settings. The question path's light embedder (tokenizers + OpenVINO float32, no torch) gives
+sentence-transformers' own vectors on real dev-set questions."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,8 +15,9 @@ import numpy as np
 import pytest
 
 from rag.config import Settings
-from rag.embeddings import (EmbeddingError, LocalEmbeddings, RemoteEmbeddings, bf16, make_embeddings,
-                            native_bf16_available, resolve_backend)
+from rag.embeddings import (EmbeddingError, LightEmbeddings, LocalEmbeddings, RemoteEmbeddings, bf16, make_embeddings,
+                            make_query_embeddings, native_bf16_available, read_recipe, resolve_backend)
+from rag.embeddings.light import Recipe
 from rag.models.packaged import embedding_model_path
 
 
@@ -190,3 +194,74 @@ def test_the_factory_picks_remote_or_local_from_the_settings():
     assert remote.name == "nomic @ http://127.0.0.1:9/v1"
     local = make_embeddings(Settings(embedding_backend="torch"))
     assert (type(local), local.backend, local.name) == (LocalEmbeddings, "torch", "all-MiniLM-L6-v2")
+
+
+# --- the question path's light embedder ------------------------------------------------------------------------
+def _dev_texts(shared, n: int = 200) -> list[str]:
+    """`n` SciFact claims, `n` CMRC2018 questions (Chinese) and 40 SciFact abstracts (longer than the model reads)."""
+    dev = shared / "dev"
+    with (dev / "scifact" / "queries.jsonl").open() as fh:
+        english = [json.loads(line)["text"] for line in fh][:n]
+    cmrc = json.loads((dev / "cmrc2018" / "cmrc2018_dev_part1.json").read_text())
+    chinese = [q["query_text"] for passage in cmrc for q in passage["qas"]][:n]
+    with (dev / "scifact" / "corpus.jsonl").open() as fh:
+        abstracts = [json.loads(next(fh))["text"] for _ in range(40)]
+    return english + chinese + abstracts
+
+
+def test_light_vectors_equal_sentence_transformers(shared, backends, tmp_path):
+    fp32, _ = backends
+    model_dir = embedding_model_path(MODEL)
+    # An empty cache folder: the model is converted from the full one, once, and kept there.
+    light = LightEmbeddings(model_dir, MODEL, read_recipe(model_dir), cache_dir=tmp_path)
+    assert len(list((tmp_path / "openvino").glob("*/transformer.xml"))) == 1
+    texts = _dev_texts(shared) + TEXTS
+    assert len(texts) == 447
+    reference, got = fp32.embed_documents(texts), light.embed_documents(texts)
+    assert np.asarray(got).shape == (447, 384)
+    assert _cos(reference, got).min() >= 0.9999
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    # one question alone, as the question path embeds it, and the same text in a batch
+    assert _cos([light.embed_query(texts[200])], [reference[200]])[0] >= 0.9999
+    assert (light.max_tokens, light.embed_documents([])) == (fp32.max_tokens, [])
+
+
+def test_light_embedder_reads_the_model_the_bf16_backend_converted(backends, cache_dir, monkeypatch):
+    _, fast = backends  # converted into cache_dir when the fixture was built
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again instead of reading the cache")
+
+    monkeypatch.setattr(bf16, "convert_model_folder", no_conversion)
+    light = make_query_embeddings(Settings(cache_dir=cache_dir))
+    assert type(light) is LightEmbeddings
+    assert _cos(light.embed_documents(TEXTS), fast.embed_documents(TEXTS)).min() > 0.999
+
+
+def test_recipe_is_read_from_the_model_folder(tmp_path):
+    model_dir = embedding_model_path(MODEL)
+    assert read_recipe(model_dir) == Recipe(256, False, "mean_tokens", model_dir / "tokenizer.json")
+    # A copy of the model's small files, then stacks the light embedder does not run: the full model runs them.
+    for name in ("modules.json", "sentence_bert_config.json", "tokenizer.json"):
+        shutil.copy(model_dir / name, tmp_path / name)
+    shutil.copytree(model_dir / "1_Pooling", tmp_path / "1_Pooling")
+    assert read_recipe(tmp_path) == Recipe(256, False, "mean_tokens", tmp_path / "tokenizer.json")
+    modules = json.loads((model_dir / "modules.json").read_text())
+    dense = {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+    (tmp_path / "modules.json").write_text(json.dumps([*modules, dense]))
+    assert read_recipe(tmp_path) is None
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, "pooling_mode_cls_token": True}))
+    assert read_recipe(tmp_path) is None
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(
+        {**pooling, "pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True}))
+    assert read_recipe(tmp_path).pooling == "cls_token"
+
+
+def test_without_openvino_questions_use_the_full_model(monkeypatch, tmp_path):
+    monkeypatch.setattr(bf16, "openvino_installed", lambda: False)
+    full = make_query_embeddings(Settings(embedding_backend="auto", cache_dir=tmp_path))
+    assert (type(full), full.backend) == (LocalEmbeddings, "torch")
+    remote = make_query_embeddings(Settings(embedding_url="http://127.0.0.1:9/v1/", embedding_model="nomic"))
+    assert type(remote) is RemoteEmbeddings

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,22 @@ def handle_errors(fn: Callable) -> Callable:
             sys.exit(EXIT_USER_ERROR)
 
     return wrapper
+
+
+def process_seconds() -> float:
+    """Wall-clock seconds since this process started (Linux: its start time in /proc/self/stat, so interpreter
+    start-up and imports count), or since this module was imported where that cannot be read."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime: clock ticks after boot
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        age = -1.0
+    since_import = time.monotonic() - _IMPORTED
+    return age if since_import <= age < since_import + 3600 else since_import  # a clock that disagrees: not used
+
+
+_IMPORTED = time.monotonic()
 
 
 def settings(ctx: click.Context, **overrides: Any):

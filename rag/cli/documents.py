@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from rag.cli.common import (EXIT_SOME_FAILED, EXIT_USER_ERROR, IngestProgress, handle_errors, make_rag, store_option,
-                            warn)
+from rag.cli.common import (EXIT_SOME_FAILED, EXIT_USER_ERROR, IngestProgress, handle_errors, make_rag,
+                            process_seconds, store_option, warn)
 
 
 @click.command()
@@ -42,22 +42,23 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], store: Path | None, prun
     warn(report.warnings)
     for line in report.failed + report.still_failing:
         click.echo(f"failed: {line}", err=True)
-    click.echo(f"{_summary(report)} Store: {rag.settings.store}")
+    click.echo(f"{_summary(report, process_seconds())} Store: {rag.settings.store}")
     if report.failed or report.still_failing:
         sys.exit(EXIT_SOME_FAILED)
 
 
-def _summary(report: Any) -> str:
-    """One line: files by outcome, pages, chunks, time and rate."""
+def _summary(report: Any, seconds: float) -> str:
+    """One line: files by outcome, pages, chunks, time and rate. `seconds` is the wall time of the whole command,
+    from the process's start (start-up and imports included), not only the ingest's own."""
     unchanged = f"{len(report.unchanged)} unchanged"
     if report.still_failing:
         unchanged += f" ({len(report.still_failing)} of them still failing)"
     parts = [f"{len(report.ingested)} ingested", unchanged, f"{len(report.skipped)} skipped", f"{len(report.failed)} failed"]
     if report.pruned:
         parts.append(f"{len(report.pruned)} pruned")
-    rate = f" ({report.chunks / report.seconds:.1f} chunks/s)" if report.chunks and report.seconds else ""
+    rate = f" ({report.chunks / seconds:.1f} chunks/s)" if report.chunks and seconds else ""
     return (f"{report.files} files: {', '.join(parts)}; {report.pages} pages, {report.chunks} chunks in "
-            f"{report.seconds:.1f} s{rate}.")
+            f"{seconds:.1f} s{rate}.")
 
 
 @click.command(name="list")

@@ -76,7 +76,7 @@ def compile_config(bf16: bool, threads: int) -> dict[str, str]:
     return config
 
 
-def _cache_path(model_dir: Path, cache_dir: Path, version: str) -> Path:
+def ir_path(model_dir: Path, cache_dir: Path, version: str) -> Path:
     """Where the converted model of `model_dir` is kept: named by the folder, its files' sizes and times, and the
     OpenVINO version, so that a changed model or OpenVINO converts anew."""
     digest = hashlib.sha256(f"{model_dir.resolve()}\n{version}".encode())
@@ -90,7 +90,7 @@ def openvino_model(model, model_dir: Path, cache_dir: Path | None):
     """The OpenVINO model of a SentenceTransformer's transformer: read from `cache_dir` when converted before,
     else converted (some seconds) and, with a `cache_dir`, saved there for the next process."""
     ov = import_openvino()
-    path = None if cache_dir is None else _cache_path(Path(model_dir), Path(cache_dir), ov.get_version())
+    path = None if cache_dir is None else ir_path(Path(model_dir), Path(cache_dir), ov.get_version())
     if path is not None and path.is_file():
         return ov.Core().read_model(str(path))
     sample = dict(model.tokenizer(["a sample text", "and a longer sample text"], padding=True, return_tensors="pt"))
@@ -119,30 +119,53 @@ def _save(ov, model, path: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def convert_model_folder(model_dir: Path, cache_dir: Path | None):
+    """The OpenVINO model of the sentence-transformers model in `model_dir`, converted from the full model (loads
+    torch and sentence-transformers: 10-20 s) and saved in `cache_dir`; for a process that found no converted one."""
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    return openvino_model(model, model_dir, cache_dir)
+
+
+class InferRequests:
+    """A compiled OpenVINO model callable from several threads at once (LangChain's async forms embed in executor
+    threads): each thread gets its own infer request, as one request runs one call at a time ("Infer Request is
+    busy"). Called with numpy inputs by name; returns the first output (a copy)."""
+
+    def __init__(self, compiled) -> None:
+        self.compiled = compiled
+        self.inputs = [p.get_any_name() for p in compiled.inputs]
+        self._requests = threading.local()
+
+    def __call__(self, inputs: dict):
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        out = request.infer({k: inputs[k] for k in self.inputs if k in inputs})  # outputs copied
+        return out[self.compiled.output(0)]
+
+
 class OpenVINOTransformer:
     """A SentenceTransformer's transformer run by OpenVINO on the CPU: features -> features with
-    "token_embeddings", as `encode_by_tokens` wants. Safe to call from several threads at once (LangChain's async
-    forms embed in executor threads): each thread gets its own infer request, as one request runs one call at a
-    time ("Infer Request is busy")."""
+    "token_embeddings", as `encode_by_tokens` wants. Safe to call from several threads at once (`InferRequests`)."""
 
     def __init__(self, model, model_dir: Path, cache_dir: Path | None, bf16: bool) -> None:
         import torch
 
         ov = import_openvino()
         config = compile_config(bf16, torch.get_num_threads())
-        self.compiled = ov.Core().compile_model(openvino_model(model, model_dir, cache_dir), "CPU", config)
-        self.inputs = [p.get_any_name() for p in self.compiled.inputs]
-        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
-        self._requests = threading.local()
+        compiled = ov.Core().compile_model(openvino_model(model, model_dir, cache_dir), "CPU", config)
+        self.run = InferRequests(compiled)
+        self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f32"
 
     def __call__(self, features: dict) -> dict:
         import torch
 
-        request = getattr(self._requests, "request", None)
-        if request is None:
-            request = self._requests.request = self.compiled.create_infer_request()
-        out = request.infer({k: features[k].numpy() for k in self.inputs if k in features})  # outputs copied
-        return {**features, "token_embeddings": torch.from_numpy(out[self.compiled.output(0)])}
+        out = self.run({k: v.numpy() for k, v in features.items() if hasattr(v, "numpy")})
+        return {**features, "token_embeddings": torch.from_numpy(out)}
 
 
 def encode_by_tokens(model, texts: Sequence[str], batch_size: int, forward: Callable | None = None):

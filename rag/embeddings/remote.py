@@ -1,15 +1,13 @@
 """`RemoteEmbeddings`: a LangChain `Embeddings` over an OpenAI-compatible `/embeddings` endpoint (used when
-`embedding_url` is set), and the identity under which the store records an embedding model."""
+`embedding_url` is set)."""
 
 from __future__ import annotations
 
 from langchain_core.embeddings import Embeddings
 
+from rag.embeddings.identity import embedding_identity
 
-def embedding_identity(name: str, url: str | None) -> str:
-    """What the store records as its embedding model: the name for a local model (unchanged, so existing stores
-    stay valid), name and URL for a remote one, so that vectors of two different models never mix."""
-    return f"{name} @ {url.rstrip('/')}" if url else name
+__all__ = ["RemoteEmbeddings", "embedding_identity"]
 
 
 class RemoteEmbeddings(Embeddings):

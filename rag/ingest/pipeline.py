@@ -4,6 +4,7 @@ to each. It uses the store through its methods only."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections import deque
@@ -58,32 +59,28 @@ class IngestReport:
 class Ingestor:
     """Runs an ingest against one store with one embedder and splitter.
 
-    `reader`: "auto" (a child process when two or more files need reading, else a thread), "process" or
-    "thread".
+    `embeddings` and `splitter` may each be given as a function that returns it: it is then called only when a
+    file needs reading, so that a run with nothing to read loads no model. `reader`: "auto" (a child process when
+    two or more files need reading, else a thread), "process" or "thread".
     """
 
-    def __init__(self, store: Store, embeddings: LocalEmbeddings, splitter: Splitter, fingerprint: str,
-                 password: str | None = None, *, ocr: str | None = None, prefetch: int = PREFETCH,
-                 reader: str = "auto") -> None:
+    def __init__(self, store: Store, embeddings: LocalEmbeddings | Callable[[], LocalEmbeddings],
+                 splitter: Splitter | Callable[[], Splitter], fingerprint: str, password: str | None = None, *,
+                 ocr: str | None = None, prefetch: int = PREFETCH, reader: str = "auto") -> None:
         if reader not in ("auto", "process", "thread"):
             raise ValueError("reader must be 'auto', 'process' or 'thread'")
         self.store = store
-        self.embeddings = embeddings
-        self.splitter = splitter
+        self._parts = (embeddings, splitter)
         self.fingerprint = fingerprint
         self.password = password
         self.ocr = ocr
         self.prefetch = max(1, prefetch)
         self.reader = reader
-        # Chunks are embedded `step` at a time across files (fewer, in whole batches, while a file is read).
-        self._batch = max(1, embeddings.batch_size)
-        self._step = self._batch * 4
-        self._read_ahead_limit = max(self._step, READ_AHEAD_CHUNKS)
         load_options: dict = {"password": password} | ({"ocr": ocr} if ocr is not None else {})
         # A file with no text is recorded under a fingerprint that also says whether OCR could read it, so that
         # installing OCR makes the next run look at such files again.
         empty_fingerprint = f"{fingerprint}+empty-{'ocr' if ocr_ready(ocr) else 'no-ocr'}"
-        self._preparer = Preparer(splitter, load_options, fingerprint, empty_fingerprint)
+        self._preparer = Preparer(None, load_options, fingerprint, empty_fingerprint)
         self._preparer.on_ocr_page = lambda path, done, total: self._notify("ocr", (path, done, total))
         # What a failure was judged under: a new password, OCR becoming available or new chunk settings retry it.
         secret = hashlib.sha256(password.encode()).hexdigest()[:12] if password else "-"
@@ -93,6 +90,24 @@ class Ingestor:
     @property
     def empty_fingerprint(self) -> str:
         return self._preparer.empty_fingerprint
+
+    @functools.cached_property
+    def embeddings(self) -> LocalEmbeddings:
+        embeddings = self._parts[0]
+        return embeddings if hasattr(embeddings, "embed_documents") else embeddings()
+
+    @functools.cached_property
+    def splitter(self) -> Splitter:
+        splitter = self._parts[1]
+        return splitter if hasattr(splitter, "split") else splitter()
+
+    def _load_parts(self) -> None:
+        """The embedder and splitter, for the first file to read; chunks are embedded `step` at a time across
+        files (fewer, in whole batches, while a file is read)."""
+        self._preparer.splitter = self.splitter
+        self._batch = max(1, self.embeddings.batch_size)
+        self._step = self._batch * 4
+        self._read_ahead_limit = max(self._step, READ_AHEAD_CHUNKS)
 
     def run(self, paths: Iterable[Path | str], prune: bool = False, progress: Progress | None = None) -> IngestReport:
         started = time.perf_counter()
@@ -121,6 +136,13 @@ class Ingestor:
         looked = [(path, old, self._still_failing(path, old) or self._preparer.quick(path, old)) for path, old in looked]
         self._done.update(str(path) for path in files)
         to_read = sum(not isinstance(q, Item) for _, _, q in looked)
+        if not to_read:
+            for item in (q for _, _, q in looked):  # all settled from the manifest: no model, no reader
+                self._apply(item, report)
+                if announce:
+                    self._notify("file", item.path)
+            return
+        self._load_parts()
         todo = deque(looked)
         window: deque[Item | Future] = deque()  # in order; a Future while its file is being read
         ready: deque[Item] = deque()  # read, in order, waiting for vectors and their commit

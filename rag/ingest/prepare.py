@@ -45,8 +45,8 @@ class Item:
 class Preparer:
     """Hash, load and split one file, under the settings (fingerprints, load options) of one ingest."""
 
-    def __init__(self, splitter: Splitter, load_options: dict, fingerprint: str, empty_fingerprint: str) -> None:
-        self.splitter = splitter
+    def __init__(self, splitter: Splitter | None, load_options: dict, fingerprint: str, empty_fingerprint: str) -> None:
+        self.splitter = splitter  # None until a file needs splitting (`quick` needs none)
         self.load_options = load_options
         self.fingerprint = fingerprint
         self.empty_fingerprint = empty_fingerprint

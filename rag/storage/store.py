@@ -48,7 +48,7 @@ class Store:
         # which is opened when first used. A server's collection is the truth for every machine: opened now.
         recorded = None if self.server else self.manifest.get_meta(EMBEDDING_MODEL_KEY)
         if recorded is None:
-            self._chunks  # noqa: B018 (opens the collection and checks its model)
+            self.open()  # and check the model the collection records
         else:
             self._check_model(recorded)
         self._lexical: LexicalIndex | None = None
@@ -69,6 +69,10 @@ class Store:
                     self.manifest.set_meta(EMBEDDING_MODEL_KEY, found)
                 self._collection = chunks
             return self._collection
+
+    def open(self) -> None:
+        """Open the vector collection now, rather than on first use (to overlap its import with other work)."""
+        self._chunks  # noqa: B018
 
     def _check_model(self, found: str) -> None:
         if found != self._embedding_name:
