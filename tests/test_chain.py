@@ -113,3 +113,26 @@ def test_bad_input_type():
     chain = AnswerChain(None, None, 1000, 100, 0.1).build()
     with pytest.raises(TypeError, match="takes a question"):
         chain.invoke(42)
+
+
+def test_focus_gives_the_model_the_sentences_that_bear_on_the_question(small_rag):
+    from rag.answer.focus import Focus
+    from rag.storage.lexical import tokenize
+
+    whole, fake_whole = make_chain(small_rag, ["Ross Ihaka and Robert Gentleman [1]."])
+    out_whole = whole.invoke("Who originally wrote R?")
+    fake = RecordingFake(responses=["Ross Ihaka and Robert Gentleman [1]."], seen=[])
+    retriever = HybridRetriever(store=small_rag.store, embeddings=small_rag.embeddings, k=4)
+    chain = AnswerChain(retriever, fake, 4096, 256, 0.15, focus=Focus(share=0.4), tokenize=tokenize,
+                        embeddings=small_rag.embeddings).build()
+    out = chain.invoke("Who originally wrote R?")
+    # The same passages, in the same order, each cut to at most 40% of its characters plus its best sentence.
+    assert [d.metadata["source"] for d in out["sources"]] == [d.metadata["source"] for d in out_whole["sources"]]
+    assert out["prompt_tokens"] < 0.75 * out_whole["prompt_tokens"]
+    assert "…" in fake.seen[0][-1].content
+    # The sentence that answers it stays, in the same passage; what the user is shown is what the model saw.
+    holding = [i for i, d in enumerate(out_whole["sources"]) if "Ihaka" in d.page_content]
+    assert len(holding) == 1
+    kept = out["sources"][holding[0]].page_content
+    assert "Ross Ihaka" in kept and "Robert Gentleman" in kept and len(kept) < len(out_whole["sources"][holding[0]].page_content)
+    assert answer_from_output(out).sources[0].text == out["sources"][0].page_content

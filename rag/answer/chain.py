@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.retrievers import BaseRetriever
@@ -19,6 +20,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableGenerator
 from langchain_core.runnables.utils import AddableDict
 
 from rag.answer import prompts
+from rag.answer.focus import Focus, focus_passages
 
 
 @dataclass
@@ -130,6 +132,9 @@ class AnswerChain:
         max_tokens: int,
         min_score: float,
         count_tokens: Callable[[str], int] | None = None,
+        focus: Focus | None = None,
+        tokenize: Callable[[str], list[str]] | None = None,
+        embeddings: Embeddings | None = None,
     ) -> None:
         self.retriever = retriever
         self.llm = llm
@@ -138,6 +143,10 @@ class AnswerChain:
         self.min_score = min_score
         # Without the model's tokenizer, assume ~3 characters per token (safe for English; Chinese is ~1-1.5).
         self.count_tokens = count_tokens or (lambda text: len(text) // 2 + 1)
+        # Shorter prompts: the passages cut to their sentences that bear on the question (None: whole passages).
+        self.focus = focus if tokenize else None
+        self.tokenize = tokenize
+        self.embeddings = embeddings
 
     def build(self) -> Runnable:
         return (
@@ -182,17 +191,30 @@ class AnswerChain:
         `dropped`: each retrieved passage the model does not see whole, and why."""
         retrieved = x.pop("retrieved")
         relevant = self.relevant(retrieved)
-        context = self.fit(x, relevant)
+        focused = self.focused(x["standalone"], relevant)
+        context = self.fit(x, focused)
         dropped = [_dropped(d, f"score {d.metadata.get('score', 0.0):.2f} below min_score {self.min_score}")
                    for d in retrieved if d not in relevant]
         budget = f"does not fit the context budget (n_ctx {self.n_ctx}, {self.max_tokens} tokens kept for the answer)"
         dropped += [_dropped(d, budget) for d in relevant[len(context):]]
-        if context and len(context[0].page_content) < len(relevant[0].page_content):
+        if context and len(context[0].page_content) < len(focused[0].page_content):
             dropped.append(_dropped(relevant[0], f"cut to {len(context[0].page_content)} of "
-                                                 f"{len(relevant[0].page_content)} characters to fit n_ctx {self.n_ctx}"))
+                                                 f"{len(focused[0].page_content)} characters to fit n_ctx {self.n_ctx}"))
         tokens = self.prompt_tokens(x, context) if context else 0
         return {**x, "sources": context or retrieved, "grounded": bool(context), "dropped": dropped,
                 "prompt_tokens": tokens}
+
+    def focused(self, question: str, docs: list[Document]) -> list[Document]:
+        """The passages cut to the sentences that bear on the question (rag/answer/focus.py), when focus is on."""
+        if not self.focus or not docs:
+            return docs
+        emb = self.embeddings
+
+        def embed(texts: list[str]) -> tuple[list[float], list[list[float]]]:
+            return emb.embed_query(question), emb.embed_documents(texts)
+
+        texts = focus_passages(question, [d.page_content for d in docs], self.tokenize, embed if emb else None, self.focus)
+        return [Document(t, metadata=d.metadata) for t, d in zip(texts, docs)]
 
     def relevant(self, docs: list[Document]) -> list[Document]:
         return [d for d in docs if d.metadata.get("score", 1.0) >= self.min_score]
