@@ -39,13 +39,12 @@ def ask(ctx: click.Context, question: str, store: Path | None, source_glob: str 
     When the documents do not hold the answer, it says so instead of guessing. The model stays loaded in a
     background server for keep_alive seconds (default 300), so the next question starts at once.
     """
-    asker = _asker(ctx, store, flags, no_daemon)
-    if source_glob:
-        if hasattr(asker, "source_glob"):
-            asker.source_glob = source_glob
-        else:
-            asker.retriever.source_glob = source_glob
-    _answer(asker.stream(question), as_json, show_context, verbose)
+    from rag.daemon.paths import DaemonGone
+
+    try:
+        _answer(_asker(ctx, store, flags, no_daemon, source_glob).stream(question), as_json, show_context, verbose)
+    except DaemonGone:  # it reached keep_alive just now: start it again
+        _answer(_asker(ctx, store, flags, no_daemon, source_glob).stream(question), as_json, show_context, verbose)
 
 
 @click.command()
@@ -81,10 +80,23 @@ def chat(ctx: click.Context, store: Path | None, show_context: bool, verbose: bo
         if line.startswith("/"):
             last = _chat_command(line, session, last)
         elif line:
-            try:
-                last = _answer(session.stream(line), False, show_context, verbose) or last
-            except KeyboardInterrupt:
-                click.echo("\n(stopped)", err=True)
+            last = _chat_turn(session, line, lambda: _asker(ctx, store, flags, no_daemon), show_context, verbose) or last
+
+
+def _chat_turn(session: Any, line: str, reconnect: Any, show_context: bool, verbose: bool) -> Any:
+    """Answer one chat question; Ctrl-C stops the answer, not the session. A background server that reached
+    keep_alive while the user was typing is started again (`reconnect`)."""
+    from rag.daemon.paths import DaemonGone
+
+    try:
+        try:
+            return _answer(session.stream(line), False, show_context, verbose)
+        except DaemonGone:
+            session.rag = reconnect()
+            return _answer(session.stream(line), False, show_context, verbose)
+    except KeyboardInterrupt:
+        click.echo("\n(stopped)", err=True)
+        return None
 
 
 def _chat_command(line: str, session: Any, last: Any) -> Any:
@@ -103,10 +115,11 @@ def _chat_command(line: str, session: Any, last: Any) -> Any:
     return last
 
 
-def _asker(ctx: click.Context, store: Path | None, flags: dict[str, Any], no_daemon: bool) -> Any:
+def _asker(ctx: click.Context, store: Path | None, flags: dict[str, Any], no_daemon: bool,
+           source_glob: str | None = None) -> Any:
     """What answers, with `stream(question, history)`: the warm background server for these settings (started
     when there is none), or a `RAG` in this process (--no-daemon, keep_alive 0, a model on a server, or a
-    background server that does not answer)."""
+    background server that does not answer). `source_glob`: search only the files it matches."""
     current = settings(ctx, store=store, **flags)
     if not no_daemon and current.keep_alive > 0 and not current.llm_url:
         from rag.daemon.lifecycle import connect
@@ -114,8 +127,11 @@ def _asker(ctx: click.Context, store: Path | None, flags: dict[str, Any], no_dae
         client = connect(current, notice=lambda line: click.echo(f"note: {line}", err=True))
         if client is not None:
             warn(client.warnings)
+            client.source_glob = source_glob
             return client
-    return _ready_rag(ctx, store, flags)
+    rag = _ready_rag(ctx, store, flags)
+    rag.retriever.source_glob = source_glob
+    return rag
 
 
 def _ready_rag(ctx: click.Context, store: Path | None, flags: dict[str, Any]) -> Any:

@@ -9,11 +9,11 @@ from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from rag.daemon.paths import DaemonError, DaemonPaths
+from rag.daemon.paths import DaemonError, DaemonGone, DaemonPaths
 
 # Seconds a server may take to accept a connection and answer its status; a busy one answers at once (the
 # model runs in a worker thread), so a longer silence means it hangs.
-HEALTH_TIMEOUT = 5.0
+HEALTH_TIMEOUT = 10.0
 
 
 def label(source: str, page: int | None) -> str:
@@ -77,6 +77,8 @@ class DaemonClient:
                         yield remote_answer(event["answer"])
                     else:
                         raise DaemonError(event.get("error") or "the background rag server failed")
+        except httpx.ConnectError:
+            raise DaemonGone(f"{self.paths.socket}: the background rag server is gone") from None
         except httpx.HTTPError as exc:
             raise DaemonError(f"the background rag server stopped answering ({type(exc).__name__}); "
                               f"its log: {self.paths.log}") from None

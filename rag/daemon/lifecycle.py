@@ -19,6 +19,10 @@ from rag.config import Settings
 from rag.daemon.client import DaemonClient
 from rag.daemon.paths import DaemonError, DaemonPaths, daemon_settings, known
 
+class StartFailed(Exception):
+    """The server could not start for a reason of its own (not the user's): the command answers in process."""
+
+
 _STARTED: list[subprocess.Popen] = []  # our children: kept, so that Python does not warn about them at exit
 
 
@@ -36,7 +40,11 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> DaemonClient |
     """A client of the warm server for `settings`, started when there is none (replacing a server of the same
     store with other settings). None, after one line to `notice`, when a server is there but does not answer."""
     settings = daemon_settings(settings)
-    paths = DaemonPaths.for_settings(settings)
+    try:
+        paths = DaemonPaths.for_settings(settings)
+    except DaemonError as exc:
+        notice(f"{exc}; answering in this process")
+        return None
     with _locked(paths.lock):
         if paths.socket.exists():
             client = DaemonClient(paths)
@@ -55,12 +63,17 @@ def connect(settings: Settings, notice: Callable[[str], None]) -> DaemonClient |
         for other in known(paths.folder.parent):
             if other.key != paths.key and _status(other).get("store") == str(settings.store):
                 stop(other)  # one warm server per store: the settings changed
-        return DaemonClient(paths, spawn(paths, settings))
+        try:
+            return DaemonClient(paths, spawn(paths, settings))
+        except StartFailed as exc:
+            notice(f"{exc}; answering in this process")
+            return None
 
 
 def spawn(paths: DaemonPaths, settings: Settings) -> list[str]:
     """Start the server for `settings` in a session of its own and wait for its ready line (its model is loaded
-    and its socket listens); returns the model's warnings. DaemonError with the server's reason if it fails."""
+    and its socket listens); returns the model's warnings. DaemonError for the user's mistake it reports (an empty
+    store, a model that does not fit), StartFailed when it failed otherwise."""
     log = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         proc = subprocess.Popen([sys.executable, "-m", "rag.daemon.main"], stdin=subprocess.PIPE,
@@ -74,10 +87,12 @@ def spawn(paths: DaemonPaths, settings: Settings) -> list[str]:
     try:
         message = json.loads(line)
     except ValueError:
-        message = {"error": f"the background rag server exited while starting; its log: {paths.log}"}
+        message = {"error": "it exited"}
     if "error" in message:
         proc.wait()
-        raise DaemonError(message["error"])
+        if message.get("user"):
+            raise DaemonError(message["error"])
+        raise StartFailed(f"the background rag server could not start ({message['error']}; its log: {paths.log})")
     _STARTED.append(proc)
     return message.get("warnings", [])
 

@@ -19,8 +19,11 @@ from rag.daemon.paths import DaemonPaths
 
 def _report(message: dict[str, Any]) -> None:
     """One JSON line to the client that started us, then stdout goes nowhere (the client stops reading)."""
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(json.dumps(message) + "\n")
+        sys.stdout.flush()
+    except OSError:
+        pass  # the client is gone (Ctrl-C while we loaded): serve anyway, for the next one
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
@@ -100,8 +103,10 @@ def main() -> int:
         app = _app(rag, paths, warnings)
         sock = bind_unix(paths.socket)
     except Exception as exc:  # the client shows it as one line; the log keeps the traceback
+        from rag.server.daemon.router import USER_ERRORS
+
         traceback.print_exc()
-        _report({"error": str(exc) or type(exc).__name__})
+        _report({"error": str(exc) or type(exc).__name__, "user": type(exc).__name__ in USER_ERRORS})
         return 2
     try:
         _write_status(paths, app)

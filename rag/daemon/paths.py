@@ -23,6 +23,10 @@ class DaemonError(ConfigError):
     """A background server that cannot be used; shown as one line, like any error the user can act on."""
 
 
+class DaemonGone(DaemonError):
+    """The server's socket refused the question before anything was asked (it exited after keep_alive)."""
+
+
 def daemon_settings(settings: Settings) -> Settings:
     """The settings a server gets: paths made absolute (it runs from /), no API key (the socket's permissions
     are the access control)."""

@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 from rag.server.errors import one_line
 
 router = APIRouter()
+# Errors the user can act on (a bad store, model or setting): shown as they are, not as a server failure.
+USER_ERRORS = ("ConfigError", "ModelError", "StoreError", "EmbeddingError", "LoadError", "DaemonError")
 
 
 class AskRequest(BaseModel):
@@ -69,7 +71,7 @@ async def _lines(request: Request, body: AskRequest) -> AsyncIterator[str]:
                 state.answered += 1
                 yield json.dumps({"answer": answer_dict(item)}, ensure_ascii=False) + "\n"
     except Exception as exc:  # the response has begun: the error goes in the stream, as one line
-        user = type(exc).__name__ in ("ConfigError", "ModelError", "StoreError", "EmbeddingError")
+        user = type(exc).__name__ in USER_ERRORS
         yield json.dumps({"error": str(exc) if user else one_line(exc)}, ensure_ascii=False) + "\n"
     finally:
         await gen.aclose()
