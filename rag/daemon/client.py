@@ -63,6 +63,7 @@ class DaemonClient:
         import httpx
 
         body = {"question": question, "history": [list(h) for h in history or []], "source_glob": self.source_glob}
+        started = False
         try:
             with self._http.stream("POST", "/daemon/ask", json=body,
                                    timeout=httpx.Timeout(HEALTH_TIMEOUT, read=None)) as resp:
@@ -70,6 +71,7 @@ class DaemonClient:
                     resp.read()
                     raise DaemonError(f"the background rag server refused the question: {resp.text[:300]}")
                 for line in resp.iter_lines():
+                    started = True
                     event = json.loads(line)
                     if "text" in event:
                         yield event["text"]
@@ -77,9 +79,11 @@ class DaemonClient:
                         yield remote_answer(event["answer"])
                     else:
                         raise DaemonError(event.get("error") or "the background rag server failed")
-        except httpx.ConnectError:
-            raise DaemonGone(f"{self.paths.socket}: the background rag server is gone") from None
         except httpx.HTTPError as exc:
+            closed = isinstance(exc, (httpx.ReadError, httpx.RemoteProtocolError)) and not started
+            if isinstance(exc, httpx.ConnectError) or closed:
+                # Refused, or closed before a byte of answer: it was exiting (keep_alive) as the question came.
+                raise DaemonGone(f"{self.paths.socket}: the background rag server is gone") from None
             raise DaemonError(f"the background rag server stopped answering ({type(exc).__name__}); "
                               f"its log: {self.paths.log}") from None
 

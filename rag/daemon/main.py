@@ -83,6 +83,7 @@ async def _serve(app: Any, sock: Any, keep_alive: float) -> None:
     from rag.server.daemon.idle import exit_when_idle
 
     idle = app.state.idle
+    idle.last = time.monotonic()  # the idle time counts from now, not from the model's loading
     server = uvicorn.Server(uvicorn.Config(idle, log_level="warning", timeout_graceful_shutdown=5))
     watch = asyncio.ensure_future(exit_when_idle(idle, keep_alive, lambda: setattr(server, "should_exit", True)))
     try:
