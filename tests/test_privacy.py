@@ -61,6 +61,7 @@ def test_ingest_ask_and_chat_stay_on_the_machine(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "HF_", "ORT_", "LANGCHAIN", "LANGSMITH"))}
     env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), TMPDIR=str(tmp), PYTHONDONTWRITEBYTECODE="1")
     allowed = [str(store), str(home / ".cache"), str(tmp), os.path.realpath(tmp), "/dev/", "/proc/self/"]
+    env["RAG_KEEP_ALIVE"] = "0"  # in process: a background server, traced too (strace -f), would hold the trace open
     runs = {
         "ingest": (["ingest", str(DATA), "--store", str(store), "-q"], None),
         "ask": (["ask", "What is CRAN?", "--store", str(store), "--model", "smollm2-135m", "--max-tokens", "32", "--json"], None),
