@@ -54,7 +54,8 @@ class Daemons:
         self.cache = root / "c"  # short: a Unix socket's path holds 107 bytes
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
         self.env.update(RAG_CACHE_DIR=str(self.cache), RAG_STORE=str(store), RAG_MODEL="smollm2-135m",
-                        RAG_MAX_TOKENS="48", RAG_EMBEDDING_BACKEND="torch")
+                        RAG_MAX_TOKENS="32", RAG_EMBEDDING_BACKEND="torch",
+                        RAG_N_THREADS="1")  # one llama.cpp thread: no spinning threads starved on a shared machine
 
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(EXE), *args], capture_output=True, text=True, env={**self.env, **env}, timeout=900)
@@ -149,6 +150,35 @@ def test_exits_after_keep_alive_and_never_starts_when_told_not_to(daemons):
     assert not list((daemons.cache / "daemons").glob("*.sock"))
 
 
+def test_chat_outlives_its_server(daemons):
+    """A chat whose server reached keep_alive while the user was typing starts it again for the next question."""
+    from tests.test_cli import ChildOutput
+
+    proc = subprocess.Popen([str(EXE), "chat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**daemons.env, "RAG_KEEP_ALIVE": "2"})
+    output = ChildOutput(proc)
+    answers = lambda n: lambda out, err: out.count("Sources:") + out.count("Nearest passages") >= n  # noqa: E731
+
+    def say(line: str) -> None:
+        proc.stdin.write(line + "\n")
+        proc.stdin.flush()
+
+    try:
+        say(KEEPER)
+        output.wait_until(answers(1), "the first answer")
+        first = daemons.only()
+        assert wait_exit(first["pid"], 120)  # gone after 2 idle seconds, the chat still open
+        say("Since when has she kept the light?")
+        output.wait_until(answers(2), "the answer after the server had gone")
+        say("/exit")
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Mira Castell" in output.text["out"]
+    assert "note:" not in output.text["err"] and "Traceback" not in output.text["err"], output.text["err"]
+
+
 def test_a_settings_change_replaces_the_server(daemons):
     daemons.ask(KEEPER, "--k", "2")
     old = daemons.only()
@@ -158,6 +188,12 @@ def test_a_settings_change_replaces_the_server(daemons):
     assert wait_exit(old["pid"], 60)
     daemons.ask(KEEPER, "--k", "3")
     assert daemons.only()["pid"] == new["pid"]
+    # `rag chat` with the same settings talks to the same server, follow-up included.
+    chat = subprocess.run([str(EXE), "chat", "--k", "3"], input=f"{KEEPER}\nSince when?\n/exit\n", capture_output=True,
+                          text=True, env=daemons.env, timeout=900)
+    assert chat.returncode == 0 and "Mira Castell" in chat.stdout, chat.stderr[-2000:]
+    assert chat.stdout.count("Sources:") + chat.stdout.count("Nearest passages") == 2, chat.stdout
+    assert (daemons.only()["pid"], daemons.only()["answered"]) == (new["pid"], 4)
 
 
 def _start_streaming(daemons, question: str) -> tuple[subprocess.Popen, threading.Event]:
@@ -170,7 +206,7 @@ def _start_streaming(daemons, question: str) -> tuple[subprocess.Popen, threadin
         got = b""
         while piece := os.read(proc.stdout.fileno(), 4096):
             got += piece
-            if len(got.strip()) > 20:
+            if got.strip():  # the first token: signal at once, long before the answer could end
                 streaming.set()
         streaming.set()  # ended: the waiter looks at what happened
 
