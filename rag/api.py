@@ -23,11 +23,12 @@ class RAG:
     >>> rag.ask("What is R?").text       # doctest: +SKIP
 
     Ready-made parts may be passed in instead of being built from the settings: `embeddings` (a LangChain
-    `Embeddings`), `llm` (a LangChain chat model) and `store` (a `Store`; a path there is the `store` setting).
+    `Embeddings`), `llm` (a LangChain chat model) and `store` (a `Store`; a path there is the `store` setting);
+    `query_embeddings` (what questions are embedded with; default `embeddings` when given, else the light runtime).
     """
 
     def __init__(self, settings: Settings | None = None, *, embeddings: Any = None, llm: Any = None,
-                 store: Any = None, **overrides: Any) -> None:
+                 store: Any = None, query_embeddings: Any = None, **overrides: Any) -> None:
         privacy.apply()  # the Python entry point: off switches set before any part is imported
         if isinstance(store, (str, os.PathLike)):
             overrides["store"], store = store, None
@@ -35,7 +36,8 @@ class RAG:
         self.settings = Settings.load(overrides=overrides) if settings is None else Settings.model_validate(
             {**settings.model_dump(), **overrides})
         # A part given here fills its cached_property's slot, so it is used instead of being built.
-        for name, part in (("embeddings", embeddings), ("llm", llm), ("store", store)):
+        for name, part in (("embeddings", embeddings), ("llm", llm), ("store", store),
+                           ("query_embeddings", query_embeddings)):
             if part is not None:
                 self.__dict__[name] = part
 
@@ -176,7 +178,16 @@ class RAG:
 
             focus = Focus(share=s.focus_share)
         return AnswerChain(self.retriever, llm, s.n_ctx, s.max_tokens, s.min_score, count, focus=focus,
-                           tokenize=tokenize, embeddings=self.query_embeddings).build()
+                           tokenize=tokenize, embeddings=self.query_embeddings, support=self._support,
+                           min_support=s.min_support).build()
+
+    def _support(self, answer: str, passages: list[str]) -> float:
+        """The IDF-weighted share of the answer's words found in the passages (the store's BM25 statistics)."""
+        import hashlib
+
+        text = "\n\n".join(passages)
+        key = "support:" + hashlib.sha1(text.encode()).hexdigest()
+        return self.store.lexical().coverage(answer, {key: text})[key]
 
     @property
     def fingerprint(self) -> str:

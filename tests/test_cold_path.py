@@ -10,8 +10,10 @@ import re
 import subprocess
 import sys
 import time
-from conftest import rag_with
 
+from conftest import make_settings, rag_with
+
+from rag.api import RAG
 from rag.embeddings import LocalEmbeddings, make_query_embeddings
 from rag.models.packaged import embedding_model_path
 from rag.retrieval.hybrid import HybridRetriever
@@ -101,3 +103,9 @@ def test_the_store_checks_its_embedding_model_without_opening_chroma(tmp_path, e
     assert out.stdout.splitlines() == [
         f"{tmp_path / 'store'}: store was built with embedding model 'all-MiniLM-L6-v2', not 'another-model'; "
         "run `rag reset` (then ingest again) or choose another --store", "False"]
+
+
+def test_a_ready_made_question_embedder_is_used_and_loads_nothing_else(tmp_path, embeddings):
+    rag = RAG(make_settings(tmp_path / "store"), query_embeddings=embeddings)
+    assert rag.retriever.embeddings is embeddings
+    assert "embeddings" not in rag.__dict__  # the ingest embedder was not built for it
