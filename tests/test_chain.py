@@ -37,7 +37,7 @@ def test_prompt_has_numbered_context_and_answer_cites_it(small_rag):
     assert "The documents do not say." in system.content  # the refusal instruction
     assert "[1] (" in user.content and "[4] (" in user.content
     assert "[1] (R-FAQ.pdf, p. " in user.content
-    assert user.content.rstrip().endswith("cite the passage numbers like [1].")
+    assert user.content.rstrip().endswith("cite its number like [1].")
     assert "/tmp" not in user.content  # passages are labelled by file name, not by where the folder lives
     assert "Question: Who originally wrote R?" in user.content
     answer = answer_from_output(out)
@@ -136,3 +136,24 @@ def test_focus_gives_the_model_the_sentences_that_bear_on_the_question(small_rag
     kept = out["sources"][holding[0]].page_content
     assert "Ross Ihaka" in kept and "Robert Gentleman" in kept and len(kept) < len(out_whole["sources"][holding[0]].page_content)
     assert answer_from_output(out).sources[0].text == out["sources"][0].page_content
+
+
+def test_support_check_turns_an_invented_answer_into_a_refusal(small_rag):
+    # A recorded answer naming people the passages never mention: few of its (rarity-weighted) words are in them.
+    invented = "R was written by Alec Shelbrooke and Warren Buffett in Nebraska [1]."
+    supported = "The first two R authors were Robert Gentleman and Ross Ihaka [1]."
+
+    def chain_with(reply):
+        fake = RecordingFake(responses=[reply], seen=[])
+        retriever = HybridRetriever(store=small_rag.store, embeddings=small_rag.embeddings, k=4)
+        return AnswerChain(retriever, fake, 4096, 256, 0.15, support=small_rag._support, min_support=0.5).build()
+
+    out = chain_with(invented).invoke("Who originally wrote R?")
+    answer = answer_from_output(out)
+    assert (answer.refused, answer.refused_by, answer.sources) == (True, "support", [])
+    assert out["support"] < 0.5
+    assert answer.text == invented  # the text stays, marked, for the user to judge
+    out = chain_with(supported).invoke("Who originally wrote R?")
+    answer = answer_from_output(out)
+    assert (answer.refused, answer.refused_by) == (False, None) and out["support"] >= 0.9
+    assert [s.number for s in answer.sources] == [1]

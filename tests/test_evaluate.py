@@ -334,7 +334,9 @@ def test_evaluate_qa_scores_fixed_answers(tmp_path, embeddings):
     ]
     replies = ["Her teapot is purple [1].", "The documents do not say.", "It belongs to Hilda [1].",
                "The documents do not say.", "The moon is made of green cheese [1]."]
-    rag = RAG(make_settings(tmp_path / "store", min_score=-1.0), embeddings=embeddings,
+    # min_support 0: the support check (tests/test_chain.py) would turn the paraphrase "It belongs to Hilda" into
+    # a refusal; here the scoring of given answers is under test.
+    rag = RAG(make_settings(tmp_path / "store", min_score=-1.0, min_support=0.0), embeddings=embeddings,
               llm=FakeListChatModel(responses=replies))
     ingest_contexts(rag, items)
     report = evaluate_qa(rag, items, "fixed")

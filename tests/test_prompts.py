@@ -61,3 +61,8 @@ def test_each_template_has_its_placeholders_in_both_languages():
         assert fields(prompts.ANSWER_SYSTEM[lang]) == ["refusal"]
         assert fields(prompts.ANSWER_USER[lang]) == ["context", "question"]
         assert fields(prompts.CONDENSE[lang]) == ["history", "question"]
+
+
+def test_answer_facts_drops_citations_and_fillers():
+    assert prompts.answer_facts("Her teapot is purple [1], as the passage states [2, 3].").split() == [
+        "teapot", "is", "purple", ",", "as", "the", "."]

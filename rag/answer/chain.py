@@ -53,7 +53,8 @@ class Answer:
     standalone_question: str | None = None
     # Retrieved passages the model did not see whole: {"source", "page", "score", "reason"} each.
     dropped: list[dict[str, Any]] = field(default_factory=list)
-    # Why it refused: "threshold" (no passage relevant enough: the model was not asked) or "model".
+    # Why it refused: "threshold" (no passage relevant enough: the model was not asked), "model", or "support"
+    # (the model answered, but in words the passages do not hold: the text stays, for the user to judge).
     refused_by: str | None = None
     prompt_tokens: int = 0
 
@@ -97,7 +98,7 @@ def answer_from_output(out: dict[str, Any]) -> Answer:
         refused=refused,
         standalone_question=out.get("standalone"),
         dropped=list(out.get("dropped") or []),
-        refused_by=("model" if out.get("grounded") else "threshold") if refused else None,
+        refused_by=(out.get("refused_by") or ("model" if out.get("grounded") else "threshold")) if refused else None,
         prompt_tokens=int(out.get("prompt_tokens") or 0),
     )
 
@@ -135,6 +136,8 @@ class AnswerChain:
         focus: Focus | None = None,
         tokenize: Callable[[str], list[str]] | None = None,
         embeddings: Embeddings | None = None,
+        support: Callable[[str, list[str]], float] | None = None,
+        min_support: float = 0.0,
     ) -> None:
         self.retriever = retriever
         self.llm = llm
@@ -147,6 +150,10 @@ class AnswerChain:
         self.focus = focus if tokenize else None
         self.tokenize = tokenize
         self.embeddings = embeddings
+        # The support check: support(answer, passages) is the IDF-weighted share of the answer's words found in the
+        # passages the model was shown; below min_support the answer counts as a refusal (refused_by "support").
+        self.support = support
+        self.min_support = min_support
 
     def build(self) -> Runnable:
         return (
@@ -306,4 +313,11 @@ class AnswerChain:
         cited = [] if refused else prompts.cited_numbers(answer, usable)
         if not refused and not cited:
             cited = list(range(1, usable + 1))  # uncited answer: show every passage it was given
-        return AddableDict(cited=cited, refused=refused)
+        out = AddableDict(cited=cited, refused=refused)
+        if usable and not refused and self.support and self.min_support > 0:
+            share = self.support(prompts.answer_facts(answer), [d.page_content for d in sources])
+            out["support"] = round(share, 4)
+            if share < self.min_support:
+                # Words the passages do not hold: the model answered from elsewhere (or invented). Say so.
+                out.update(cited=[], refused=True, refused_by="support")
+        return out
