@@ -23,9 +23,10 @@ def follow_store(app: Any) -> Callable[[], None]:
         if revision != seen:
             old = queue.rag
             forget_open_stores()  # embedded Chroma would otherwise search the vector index it loaded before
-            # A new RAG over the same settings reuses the loaded model and embedder; its store, retriever and chain
+            # A new RAG over the same settings reuses the loaded model and question embedder (the light one: asking
+            # for `embeddings` would load the full torch stack); its store, retriever and chain
             # are built on first use, reading what the other process wrote (vectors, manifest, BM25 index).
-            fresh = RAG(old.settings, embeddings=old.embeddings, llm=old.llm)
+            fresh = RAG(old.settings, query_embeddings=old.query_embeddings, llm=old.llm)
             queue.rag = app.state.rag = fresh
             old.store.close()
             app.state.reopened += 1
