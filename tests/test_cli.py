@@ -222,3 +222,18 @@ def test_chat_repl_sources_ctrl_c_and_exit(small_rag):
     output.wait_until(lambda out, err: output.open == 0, "the chat's output to close")
     assert "R-FAQ.pdf, p. 13" in output.text["out"]  # the page that answers "What is CRAN?" was among the sources
     assert "Traceback" not in output.text["err"]
+
+
+def test_an_unsupported_answer_is_marked_as_such(capsys):
+    from rag.answer.chain import Answer, Source
+    from rag.cli.ask import _print_sources
+
+    near = Source(1, "/d/R-FAQ.pdf", 3, "R is a system for statistical computation.", 0.41)
+    answer = Answer("Who wrote R?", "Warren Buffett wrote R [1].", [], [near], refused=True, refused_by="support")
+    _print_sources(answer, show_context=False)
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "(Not supported: the passages do not hold most of this answer's words; treat it as \"the documents do not say\".)",
+        "",
+        "Nearest passages (not enough to answer):",
+        "  [1] /d/R-FAQ.pdf, p. 3  (score 0.41)",
+    ]

@@ -172,6 +172,9 @@ def _print_sources(answer: Any, show_context: bool) -> None:
     sources = answer.sources
     if answer.refused:
         sources = answer.context[:3]
+        if getattr(answer, "refused_by", None) == "support":
+            click.echo("\n(Not supported: the passages do not hold most of this answer's words; treat it as "
+                       "\"the documents do not say\".)")
         if sources:
             click.echo("\nNearest passages (not enough to answer):")
     elif sources:
