@@ -37,7 +37,7 @@ def test_prompt_has_numbered_context_and_answer_cites_it(small_rag):
     assert "The documents do not say." in system.content  # the refusal instruction
     assert "[1] (" in user.content and "[4] (" in user.content
     assert "[1] (R-FAQ.pdf, p. " in user.content
-    assert user.content.rstrip().endswith("cite its number like [1].")
+    assert user.content.rstrip().endswith("cite the passage numbers like [1].")
     assert "/tmp" not in user.content  # passages are labelled by file name, not by where the folder lives
     assert "Question: Who originally wrote R?" in user.content
     answer = answer_from_output(out)

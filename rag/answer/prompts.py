@@ -17,24 +17,24 @@ REFUSAL = {
 ANSWER_SYSTEM = {
     "en": (
         "You answer questions using only the numbered passages the user gives you from their documents. "
-        "The answer is usually in the passages, sometimes in other words: find it and give it, with the passage's own words. "
         "Use only facts stated in the passages, never outside knowledge. Cite every fact with the number of its "
-        "passage in square brackets, like [2]. If no passage is about what the question asks, reply exactly: {refusal}"
+        "passage in square brackets, like [2]. Only if the passages really do not contain the answer, reply exactly: {refusal}"
     ),
     "zh": (
-        "你只能根据用户提供的编号资料片段回答问题，这些片段来自用户的文档。答案通常就在片段中，可能换了说法：找到它并用片段的原话回答。"
-        "只使用片段中明确写出的事实，不要使用外部知识。每个事实后用方括号注明出处编号，例如 [2]。如果没有任何片段涉及问题所问的内容，才只回答：{refusal}"
+        "你只能根据用户提供的编号资料片段回答问题，这些片段来自用户的文档。只使用片段中明确写出的事实，不要使用外部知识。"
+        "每个事实后用方括号注明出处编号，例如 [2]。只有当片段中确实没有答案时，才只回答：{refusal}"
     ),
 }
 
-# "One short sentence with the words of the passage": a small model told this looks for the answer instead of
-# refusing (dev/squad_qa: false refusals 25% -> 0%, benchmarks/notes/answer-findings.md); the relevance threshold
-# and the support check catch the questions the documents do not answer.
 ANSWER_USER = {
-    "en": ("Passages:\n{context}\n\nQuestion: {question}\n\nAnswer in one short sentence with the words of the passage "
-           "that answers it, and cite its number like [1]."),
-    "zh": "资料：\n{context}\n\n问题：{question}\n\n请用资料中的原话，以一句简短的中文回答，并在句末用编号注明出处，例如 [1]。",
+    "en": "Passages:\n{context}\n\nQuestion: {question}\n\nAnswer briefly, using only the passages, and cite the passage numbers like [1].",
+    "zh": "资料：\n{context}\n\n问题：{question}\n\n请只根据资料用中文简洁回答，并在句末用编号注明出处，例如 [1]。",
 }
+
+# Measured and not the default yet (benchmarks/notes/answer-findings.md): telling the model the answer is usually
+# in the passages and asking for "one short sentence with the words of the passage" cut the default model's false
+# refusals on dev/squad_qa from 25% to 0%, but made the 135M model echo the instruction ("The answer to the question
+# is: [1]") and failed the default model's "What is CRAN?" test (not yet diagnosed): both packaged models first.
 
 CONDENSE = {
     "en": (
