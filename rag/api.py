@@ -179,7 +179,14 @@ class RAG:
             focus = Focus(share=s.focus_share)
         return AnswerChain(self.retriever, llm, s.n_ctx, s.max_tokens, s.min_score, count, focus=focus,
                            tokenize=tokenize, embeddings=self.query_embeddings, support=self._support,
-                           min_support=s.min_support).build()
+                           min_support=s.min_support, style=self.answer_style, verify=s.verify).build()
+
+    @property
+    def answer_style(self) -> str:
+        """The answer prompt's wording: the setting, or with "auto" the chat model's own."""
+        from rag.models.packaged import answer_style
+
+        return answer_style(self.settings.model) if self.settings.answer_style == "auto" else self.settings.answer_style
 
     def _support(self, answer: str, passages: list[str]) -> float:
         """The IDF-weighted share of the answer's words found in the passages (the store's BM25 statistics)."""

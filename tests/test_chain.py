@@ -157,3 +157,38 @@ def test_support_check_turns_an_invented_answer_into_a_refusal(small_rag):
     answer = answer_from_output(out)
     assert (answer.refused, answer.refused_by) == (False, None) and out["support"] >= 0.9
     assert [s.number for s in answer.sources] == [1]
+
+
+def test_verification_asks_about_the_cited_passage_and_a_no_refuses(small_rag):
+    answer_text = "CRAN is the Comprehensive R Archive Network [2]."
+    retriever = HybridRetriever(store=small_rag.store, embeddings=small_rag.embeddings, k=4)
+
+    def run(verdict):
+        fake = RecordingFake(responses=[answer_text, verdict], seen=[])
+        chain = AnswerChain(retriever, fake, 4096, 256, 0.15, verify=True).build()
+        return chain.invoke("What is CRAN?"), fake
+
+    out, fake = run("No.")
+    assert len(fake.seen) == 2
+    first, second = fake.seen
+    # The same conversation, then the answer and one more question: llama.cpp reuses what it has read.
+    assert second[:len(first)] == first
+    assert second[len(first)].content == answer_text
+    assert second[-1].content == 'Does passage [2] say what answers the question "What is CRAN?"? Reply with yes or no only.'
+    answer = answer_from_output(out)
+    assert (answer.refused, answer.refused_by, answer.verified, answer.sources) == (True, "verify", False, [])
+    assert answer.text == answer_text
+    out, _ = run("Yes, it does.")
+    answer = answer_from_output(out)
+    assert (answer.refused, answer.refused_by, answer.verified) == (False, None, True)
+    assert [s.number for s in answer.sources] == [2]
+
+
+def test_no_verification_for_a_refusal_or_when_off(small_rag):
+    retriever = HybridRetriever(store=small_rag.store, embeddings=small_rag.embeddings, k=4)
+    fake = RecordingFake(responses=["The documents do not say."], seen=[])
+    out = AnswerChain(retriever, fake, 4096, 256, 0.15, verify=True).build().invoke("What is CRAN?")
+    assert (len(fake.seen), out["refused"], out.get("verified")) == (1, True, None)
+    fake = RecordingFake(responses=["CRAN is an archive [1]."], seen=[])
+    out = AnswerChain(retriever, fake, 4096, 256, 0.15).build().invoke("What is CRAN?")
+    assert (len(fake.seen), out["refused"], out.get("verified")) == (1, False, None)

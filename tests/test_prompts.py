@@ -57,12 +57,20 @@ def test_each_template_has_its_placeholders_in_both_languages():
     def fields(template: str) -> list[str]:
         return sorted({name for _, name, _, _ in string.Formatter().parse(template) if name})
 
+    assert prompts.STYLES == ("brief", "quote")
     for lang in ("en", "zh"):
-        assert fields(prompts.ANSWER_SYSTEM[lang]) == ["refusal"]
-        assert fields(prompts.ANSWER_USER[lang]) == ["context", "question"]
+        for style in prompts.STYLES:
+            assert fields(prompts.ANSWER_SYSTEM[style][lang]) == ["refusal"]
+            assert fields(prompts.ANSWER_USER[style][lang]) == ["context", "question"]
         assert fields(prompts.CONDENSE[lang]) == ["history", "question"]
 
 
 def test_answer_facts_drops_citations_and_fillers():
     assert prompts.answer_facts("Her teapot is purple [1], as the passage states [2, 3].").split() == [
         "teapot", "is", "purple", ",", "as", "the", "."]
+
+
+def test_verdict_reads_yes_and_no_in_both_languages():
+    assert [prompts.verdict(r) for r in ["Yes.", " yes, passage 2 says so", "No", "\"No.\"", "是。", "否", "不是",
+                                         "Passage [1] says", ""]] == [True, True, False, False, True, False, False,
+                                                                       None, None]

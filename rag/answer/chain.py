@@ -57,10 +57,17 @@ class Answer:
     # (the model answered, but in words the passages do not hold: the text stays, for the user to judge).
     refused_by: str | None = None
     prompt_tokens: int = 0
+    # The support check's score: the IDF-weighted share of the answer's words found in the passages shown
+    # (None: not checked, as for a refusal or with min_support 0).
+    support: float | None = None
+    # The verification's verdict: the model said the passage it cited answers the question (True), does not
+    # (False: refused_by "verify"), or neither (None, also when not asked).
+    verified: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"answer": self.text, "sources": [s.to_dict() for s in self.sources], "refused": self.refused,
-                "refused_by": self.refused_by}
+                "refused_by": self.refused_by, "support": self.support,
+                "verified": self.verified}
 
 
 def _dropped(doc: Document, reason: str) -> dict[str, Any]:
@@ -100,6 +107,8 @@ def answer_from_output(out: dict[str, Any]) -> Answer:
         dropped=list(out.get("dropped") or []),
         refused_by=(out.get("refused_by") or ("model" if out.get("grounded") else "threshold")) if refused else None,
         prompt_tokens=int(out.get("prompt_tokens") or 0),
+        support=out.get("support"),
+        verified=out.get("verified"),
     )
 
 
@@ -138,6 +147,8 @@ class AnswerChain:
         embeddings: Embeddings | None = None,
         support: Callable[[str, list[str]], float] | None = None,
         min_support: float = 0.0,
+        style: str = "brief",
+        verify: bool = False,
     ) -> None:
         self.retriever = retriever
         self.llm = llm
@@ -154,6 +165,8 @@ class AnswerChain:
         # passages the model was shown; below min_support the answer counts as a refusal (refused_by "support").
         self.support = support
         self.min_support = min_support
+        self.style = style  # the answer prompt's wording (prompts.STYLES)
+        self.verify = verify  # ask the model whether the passage it cited answers the question
 
     def build(self) -> Runnable:
         return (
@@ -188,8 +201,7 @@ class AnswerChain:
         lang = prompts.language_of(x["question"])
         # The file name, not the full path: shorter, and the same prompt wherever the folder lives.
         passages = [(display_label(Path(d.metadata.get("source", "?")).name, d.metadata.get("page")), d.page_content) for d in docs]
-        system = prompts.ANSWER_SYSTEM[lang].format(refusal=prompts.REFUSAL[lang])
-        user = prompts.ANSWER_USER[lang].format(context=prompts.format_context(passages), question=x["standalone"])
+        system, user = prompts.answer_messages(self.style, lang, prompts.format_context(passages), x["standalone"])
         return [SystemMessage(system), *x["chat_history"][-4:], HumanMessage(user)]
 
     def _select(self, x: dict[str, Any]) -> dict[str, Any]:
@@ -285,23 +297,48 @@ class AnswerChain:
             if chunk.content:
                 yield AddableDict(answer=str(chunk.content))
 
-    def _cite(self, inputs: Iterator[dict[str, Any]]) -> Iterator[AddableDict]:
+    def _cite(self, inputs: Iterator[dict[str, Any]], config: RunnableConfig) -> Iterator[AddableDict]:
         seen: dict[str, Any] = {"answer": "", "sources": [], "grounded": False}
         for chunk in inputs:
             self._collect(seen, chunk)
             yield AddableDict(chunk)
-        yield self._citations(seen)
+        out = self._citations(seen)
+        question = self._verify_question(seen, out)
+        if question:
+            self._apply_verdict(out, self.llm.invoke(question, config=config, max_tokens=4).content)
+        yield out
 
-    async def _acite(self, inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[AddableDict]:
+    async def _acite(self, inputs: AsyncIterator[dict[str, Any]], config: RunnableConfig) -> AsyncIterator[AddableDict]:
         seen: dict[str, Any] = {"answer": "", "sources": [], "grounded": False}
         async for chunk in inputs:
             self._collect(seen, chunk)
             yield AddableDict(chunk)
-        yield self._citations(seen)
+        out = self._citations(seen)
+        question = self._verify_question(seen, out)
+        if question:
+            self._apply_verdict(out, (await self.llm.ainvoke(question, config=config, max_tokens=4)).content)
+        yield out
+
+    def _verify_question(self, seen: dict[str, Any], out: dict[str, Any]) -> list[BaseMessage] | None:
+        """The answer's conversation plus "does passage [n] say what answers the question?", when verifying an
+        answer (not a refusal); the first passage cited is the one asked about."""
+        if not self.verify or out["refused"] or not seen["grounded"] or not out["cited"]:
+            return None
+        lang = prompts.language_of(seen["question"])
+        ask = prompts.VERIFY[lang].format(n=out["cited"][0], question=seen["standalone"])
+        return [*self._messages(seen, seen["sources"]), AIMessage(seen["answer"]), HumanMessage(ask)]
+
+    @staticmethod
+    def _apply_verdict(out: dict[str, Any], reply: Any) -> None:
+        verdict = prompts.verdict(str(reply))
+        out["verified"] = verdict
+        if verdict is False:
+            # The model itself says the passage it cited does not answer: a refusal, the text kept for the user.
+            out.update(cited=[], refused=True, refused_by="verify")
 
     @staticmethod
     def _collect(seen: dict[str, Any], chunk: dict[str, Any]) -> None:
-        for key in ("sources", "grounded"):
+        for key in ("sources", "grounded", "question", "standalone", "chat_history"):
             if key in chunk:
                 seen[key] = chunk[key]
         seen["answer"] += chunk.get("answer", "")

@@ -13,28 +13,74 @@ REFUSAL = {
 }
 
 # The rules go in the system turn, the passages and the question in the user turn: small models follow the
-# last turn best, and asking for [n] right after the question is what makes them cite.
+# last turn best, and asking for [n] right after the question is what makes them cite. Two styles, chosen per
+# model (rag.models.packaged.answer_style): "brief", the first wording; "quote", which tells the model the answer
+# is usually in the passages and asks for one short sentence in the passage's words. A small model told this
+# looks for the answer instead of refusing (dev/squad_qa, default model: false refusals 24% -> see
+# benchmarks/notes/answer-findings.md); the relevance threshold and the support check catch the questions the
+# documents do not answer. The 135M model echoes the quote request back, so it keeps "brief".
 ANSWER_SYSTEM = {
-    "en": (
-        "You answer questions using only the numbered passages the user gives you from their documents. "
-        "Use only facts stated in the passages, never outside knowledge. Cite every fact with the number of its "
-        "passage in square brackets, like [2]. Only if the passages really do not contain the answer, reply exactly: {refusal}"
-    ),
-    "zh": (
-        "你只能根据用户提供的编号资料片段回答问题，这些片段来自用户的文档。只使用片段中明确写出的事实，不要使用外部知识。"
-        "每个事实后用方括号注明出处编号，例如 [2]。只有当片段中确实没有答案时，才只回答：{refusal}"
-    ),
+    "brief": {
+        "en": (
+            "You answer questions using only the numbered passages the user gives you from their documents. "
+            "Use only facts stated in the passages, never outside knowledge. Cite every fact with the number of its "
+            "passage in square brackets, like [2]. Only if the passages really do not contain the answer, reply exactly: {refusal}"
+        ),
+        "zh": (
+            "你只能根据用户提供的编号资料片段回答问题，这些片段来自用户的文档。只使用片段中明确写出的事实，不要使用外部知识。"
+            "每个事实后用方括号注明出处编号，例如 [2]。只有当片段中确实没有答案时，才只回答：{refusal}"
+        ),
+    },
+    "quote": {
+        "en": (
+            "You answer questions using only the numbered passages the user gives you from their documents. "
+            "The answer is usually in the passages, sometimes in other words: find it and give it, with the passage's own words. "
+            "Use only facts stated in the passages, never outside knowledge. Cite every fact with the number of its "
+            "passage in square brackets, like [2]. If no passage is about what the question asks, reply exactly: {refusal}"
+        ),
+        "zh": (
+            "你只能根据用户提供的编号资料片段回答问题，这些片段来自用户的文档。答案通常就在片段中，可能换了说法：找到它并用片段的原话回答。"
+            "只使用片段中明确写出的事实，不要使用外部知识。每个事实后用方括号注明出处编号，例如 [2]。如果没有任何片段涉及问题所问的内容，才只回答：{refusal}"
+        ),
+    },
 }
 
 ANSWER_USER = {
-    "en": "Passages:\n{context}\n\nQuestion: {question}\n\nAnswer briefly, using only the passages, and cite the passage numbers like [1].",
-    "zh": "资料：\n{context}\n\n问题：{question}\n\n请只根据资料用中文简洁回答，并在句末用编号注明出处，例如 [1]。",
+    "brief": {
+        "en": "Passages:\n{context}\n\nQuestion: {question}\n\nAnswer briefly, using only the passages, and cite the passage numbers like [1].",
+        "zh": "资料：\n{context}\n\n问题：{question}\n\n请只根据资料用中文简洁回答，并在句末用编号注明出处，例如 [1]。",
+    },
+    "quote": {
+        "en": ("Passages:\n{context}\n\nQuestion: {question}\n\nAnswer in one short sentence with the words of the passage "
+               "that answers it, and cite its number like [1]."),
+        "zh": "资料：\n{context}\n\n问题：{question}\n\n请用资料中的原话，以一句简短的中文回答，并在句末用编号注明出处，例如 [1]。",
+    },
+}
+STYLES = tuple(ANSWER_SYSTEM)
+
+
+def answer_messages(style: str, lang: str, context: str, question: str) -> tuple[str, str]:
+    """The system and user turns of the answer prompt in this style and language."""
+    system = ANSWER_SYSTEM[style][lang].format(refusal=REFUSAL[lang])
+    return system, ANSWER_USER[style][lang].format(context=context, question=question)
+
+# The check after an answer: the same conversation goes on with one more question, so llama.cpp reuses the whole
+# prompt it has already read and this costs only its own few dozen tokens.
+VERIFY = {
+    "en": "Does passage [{n}] say what answers the question \"{question}\"? Reply with yes or no only.",
+    "zh": "资料 [{n}] 是否写出了问题“{question}”的答案？只回答“是”或“否”。",
 }
 
-# Measured and not the default yet (benchmarks/notes/answer-findings.md): telling the model the answer is usually
-# in the passages and asking for "one short sentence with the words of the passage" cut the default model's false
-# refusals on dev/squad_qa from 25% to 0%, but made the 135M model echo the instruction ("The answer to the question
-# is: [1]") and failed the default model's "What is CRAN?" test (not yet diagnosed): both packaged models first.
+
+def verdict(reply: str) -> bool | None:
+    """The model's yes (True) or no (False) to VERIFY; None when it said neither."""
+    text = reply.strip().lstrip("\"'*“「").lower()
+    if text.startswith(("yes", "是", "对")):
+        return True
+    if text.startswith(("no", "否", "不")):
+        return False
+    return None
+
 
 CONDENSE = {
     "en": (

