@@ -160,7 +160,9 @@ class RAG:
         """The LangChain `Runnable`: question (or {"question", "chat_history"}) in; answer and sources out."""
         from rag.answer.chain import AnswerChain
 
-        if self.settings.llm_url:
+        s = self.settings
+        client = None
+        if s.llm_url:
             from rag.answer.llm import remote_token_counter
 
             # The server's own tokenizer when it offers one, else an estimate that errs high; never tiktoken.
@@ -168,9 +170,9 @@ class RAG:
         else:
             client = getattr(self.llm, "client", None)
             count = (lambda text: len(client.tokenize(text.encode("utf-8"), add_bos=False, special=True))) if client else None
+        fresh = client.reset if client is not None else None  # llama_cpp.Llama.reset: forget the last prompt
         # The seed goes with every call, so the same question gets the same answer, not the next draw.
         llm = self.llm.bind(seed=self.settings.seed)
-        s = self.settings
         focus = tokenize = None
         if s.focus_share < 1:
             from rag.answer.focus import Focus
@@ -179,7 +181,8 @@ class RAG:
             focus = Focus(share=s.focus_share)
         return AnswerChain(self.retriever, llm, s.n_ctx, s.max_tokens, s.min_score, count, focus=focus,
                            tokenize=tokenize, embeddings=self.query_embeddings, support=self._support,
-                           min_support=s.min_support, style=self.answer_style, verify=s.verify).build()
+                           min_support=s.min_support, style=self.answer_style, verify=s.verify,
+                           fresh_start=fresh).build()
 
     @property
     def answer_style(self) -> str:

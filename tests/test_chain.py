@@ -192,3 +192,23 @@ def test_no_verification_for_a_refusal_or_when_off(small_rag):
     fake = RecordingFake(responses=["CRAN is an archive [1]."], seen=[])
     out = AnswerChain(retriever, fake, 4096, 256, 0.15).build().invoke("What is CRAN?")
     assert (len(fake.seen), out["refused"], out.get("verified")) == (1, False, None)
+
+
+def test_each_answer_prompt_is_read_afresh_and_the_verification_reuses_it(small_rag):
+    events = []
+
+    class Recording(RecordingFake):
+        def _stream(self, messages, *args, **kwargs):
+            events.append(("answer", len(messages)))
+            yield from super()._stream(messages, *args, **kwargs)
+
+        def _call(self, messages, *args, **kwargs):
+            events.append(("verify", len(messages)))
+            return super()._call(messages, *args, **kwargs)
+
+    fake = Recording(responses=["CRAN is an archive [1].", "Yes."], seen=[])
+    retriever = HybridRetriever(store=small_rag.store, embeddings=small_rag.embeddings, k=4)
+    chain = AnswerChain(retriever, fake, 4096, 256, 0.15, verify=True,
+                        fresh_start=lambda: events.append(("fresh", 0))).build()
+    chain.invoke("What is CRAN?")
+    assert events == [("fresh", 0), ("answer", 2), ("verify", 4)]

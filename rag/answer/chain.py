@@ -149,6 +149,7 @@ class AnswerChain:
         min_support: float = 0.0,
         style: str = "brief",
         verify: bool = False,
+        fresh_start: Callable[[], None] | None = None,
     ) -> None:
         self.retriever = retriever
         self.llm = llm
@@ -167,6 +168,10 @@ class AnswerChain:
         self.min_support = min_support
         self.style = style  # the answer prompt's wording (prompts.STYLES)
         self.verify = verify  # ask the model whether the passage it cited answers the question
+        # Called before each answer's prompt: llama.cpp then reads the whole prompt afresh instead of reusing what
+        # the last question shared with it; reused, the same question's logits differ by the last question (the
+        # batches split differently; benchmarks/notes/stable-answers.md), so answers would depend on history.
+        self.fresh_start = fresh_start
 
     def build(self) -> Runnable:
         return (
@@ -280,6 +285,8 @@ class AnswerChain:
         if messages is None:
             yield AddableDict(answer=refusal)
             return
+        if self.fresh_start:
+            self.fresh_start()
         for chunk in self.llm.stream(messages, config=config):
             if chunk.content:
                 yield AddableDict(answer=str(chunk.content))
@@ -293,6 +300,8 @@ class AnswerChain:
         if messages is None:
             yield AddableDict(answer=refusal)
             return
+        if self.fresh_start:
+            self.fresh_start()
         async for chunk in self.llm.astream(messages, config=config):
             if chunk.content:
                 yield AddableDict(answer=str(chunk.content))
