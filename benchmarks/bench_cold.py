@@ -39,28 +39,32 @@ HEAVY = ("torch", "transformers", "sentence_transformers", "chromadb", "openvino
 QUESTION = "What is CRAN?"
 
 # Each child prints one JSON line of phase -> seconds; `process_seconds` counts from the process's start.
-QUESTION_CHILD = """
+# QUESTION_PHASES is `rag ask`'s path up to the first retrieval (argv: settings overrides as JSON, the question);
+# bench_phases.py goes on from it to the answer.
+QUESTION_PHASES = """
 import json, sys, time
 from rag.cli.common import process_seconds
 t = {"start-up": process_seconds()}
 def mark(name):
-    t[name] = process_seconds() - sum(t.values())
+    t[name] = process_seconds() - sum(v for v in t.values() if isinstance(v, float))
 from rag import privacy
 privacy.apply()
 from rag.api import RAG
 from rag.config import Settings
 mark("imports")
-rag = RAG(Settings.load(config_file=None, env={}, overrides={"store": sys.argv[1], "cache_dir": sys.argv[2]}))
+rag = RAG(Settings.load(config_file=None, env={}, overrides=json.loads(sys.argv[1])))
 rag.query_embeddings.embed_query("warm-up")
 mark("embedder")
 rag.store.count()
 mark("store")
 rag.store.lexical()
 mark("BM25")
-docs = rag.retriever.invoke(sys.argv[3])
+docs = rag.retriever.invoke(sys.argv[2])
 mark("retrieval")
+"""
+QUESTION_CHILD = QUESTION_PHASES + """
 t["total"] = process_seconds()
-t["modules"] = [m for m in sys.argv[4].split(",") if m in sys.modules]
+t["modules"] = [m for m in sys.argv[3].split(",") if m in sys.modules]
 t["top"] = docs[0].id if docs else None
 print(json.dumps(t))
 """
@@ -153,7 +157,8 @@ def ensure_store(store: Path | None, cache_dir: Path) -> Path:
 
 
 def bench_question(store: Path, cache_dir: Path, rounds: int) -> None:
-    runs = [child(QUESTION_CHILD, str(store), str(cache_dir), QUESTION, ",".join(HEAVY)) for _ in range(rounds)]
+    overrides = json.dumps({"store": str(store), "cache_dir": str(cache_dir)})
+    runs = [child(QUESTION_CHILD, overrides, QUESTION, ",".join(HEAVY)) for _ in range(rounds)]
     print(f"\n`rag ask` path up to retrieval, fresh process, medians of {rounds}:")
     for phase in ("start-up", "imports", "embedder", "store", "BM25", "retrieval", "total"):
         values = [r[phase] for r in runs]
