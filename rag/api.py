@@ -193,11 +193,7 @@ class RAG:
 
     def _support(self, answer: str, passages: list[str]) -> float:
         """The IDF-weighted share of the answer's words found in the passages (the store's BM25 statistics)."""
-        import hashlib
-
-        text = "\n\n".join(passages)
-        key = "support:" + hashlib.sha1(text.encode()).hexdigest()
-        return self.store.lexical().coverage(answer, {key: text})[key]
+        return self.store.lexical().share(answer, "\n\n".join(passages))
 
     @property
     def fingerprint(self) -> str:

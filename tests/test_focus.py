@@ -41,3 +41,12 @@ def test_focus_keeps_the_answering_sentence_and_marks_gaps():
     # The length sentence scores best (rhine, km, long?); 'long' does not stem to 'length', km and rhine decide.
     assert out[0] == "The Rhine is a European river. … Its length is 1,230 km. …"
     assert out[1] == "Short one."  # one sentence: kept whole
+
+
+def test_cosines_literal_values():
+    import pytest
+
+    from rag.answer.focus import cosines
+
+    assert cosines([1.0, 0.0], [[2.0, 0.0], [0.0, 3.0], [1.0, 1.0], [0.0, 0.0]]) == pytest.approx(
+        [1.0, 0.0, 0.70710678, 0.0], abs=1e-8)

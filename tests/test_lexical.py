@@ -173,6 +173,10 @@ def test_coverage_weighs_question_words_by_idf(tmp_path):
     assert idx.coverage("albatross sea", texts) == {"a": pytest.approx(0.18436, abs=1e-5),
                                                      "b": pytest.approx(0.18436, abs=1e-5), "c": 0.0}
     assert idx.coverage("the of", texts) == {"a": 0.0, "b": 0.0, "c": 0.0}
+    # share: the same weights for one text, nothing cached (a text seen once, like an answer's passages)
+    assert idx.share("pelicans sea", "the sea is salty") == pytest.approx(0.32395, abs=1e-5)
+    assert idx.share("pelicans sea", "pelicans and the sea") == 1.0
+    assert (idx.share("the of", "the sea"), idx.share("albatross", "gulls fly")) == (0.0, 0.0)
 
 
 def test_tokenize_exact_words():

@@ -6,6 +6,7 @@ output: {"question", "standalone", "sources", "grounded", "dropped", "prompt_tok
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -250,10 +251,7 @@ class AnswerChain:
     def fit(self, x: dict[str, Any], docs: list[Document]) -> list[Document]:
         """Drop the weakest passages until the prompt and the answer fit the context window."""
         budget = self.n_ctx - self.max_tokens - 16  # chat-template tokens
-
-        def size(candidate: list[Document]) -> int:
-            return self.prompt_tokens(x, candidate)
-
+        size = partial(self.prompt_tokens, x)
         kept = list(docs)
         while kept and size(kept) > budget:
             kept.pop()

@@ -9,6 +9,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 # A sentence ends at . ! ? (followed by a space or the end) or at Chinese 。！？；, or at a blank line.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？；])|\n\s*\n")
 GAP = "…"
@@ -42,12 +44,12 @@ def overlap_scores(question: str, sentences: Sequence[str], tokenize: Callable[[
 
 
 def cosines(question_vector: Sequence[float], vectors: Sequence[Sequence[float]]) -> list[float]:
-    """Cosine of each vector to the question's."""
-    def norm(v: Sequence[float]) -> float:
-        return math.sqrt(sum(x * x for x in v)) or 1.0
-
-    qn = norm(question_vector)
-    return [sum(a * b for a, b in zip(question_vector, v)) / (qn * norm(v)) for v in vectors]
+    """Cosine of each vector to the question's (a zero vector counts as length 1: cosine 0)."""
+    q = np.asarray(question_vector, dtype=np.float64)
+    m = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), -1)
+    norms = np.linalg.norm(m, axis=1)
+    norms[norms == 0] = 1.0
+    return (m @ q / (norms * (np.linalg.norm(q) or 1.0))).tolist()
 
 
 def pick(scores: Sequence[float], lengths: Sequence[int], budget: int, neighbours: int) -> list[int]:

@@ -364,13 +364,21 @@ class LexicalIndex:
         BM25 inverse document frequency over the store (0..1). A question word found nowhere in the store weighs
         the most, so a question about something the documents never mention scores low everywhere. This is the
         relevance that `min_score` judges for Chinese questions, whose cosine similarity means little with MiniLM."""
-        words = set(tokenize(query))
-        if not words:
-            return {cid: 0.0 for cid in texts}
-        state = self._state
-        idf = {w: self._idf(state, w) for w in words}
+        idf = self._weights(query)
         total = sum(idf.values())
-        return {cid: sum(idf[w] for w in words & self._words(cid, text)) / total for cid, text in texts.items()}
+        if not total:
+            return {cid: 0.0 for cid in texts}
+        return {cid: sum(idf[w] for w in idf.keys() & self._words(cid, text)) / total for cid, text in texts.items()}
+
+    def share(self, query: str, text: str) -> float:
+        """`coverage` for one text seen once (an answer's passages, for the support check): nothing is cached."""
+        idf = self._weights(query)
+        total = sum(idf.values())
+        return sum(idf[w] for w in idf.keys() & set(tokenize(text))) / total if total else 0.0
+
+    def _weights(self, query: str) -> dict[str, float]:
+        state = self._state
+        return {w: self._idf(state, w) for w in set(tokenize(query))}
 
     @staticmethod
     def _idf(state: _State | None, word: str, postings: Sequence[tuple[np.ndarray, np.ndarray] | None] = ()) -> float:
