@@ -1,5 +1,7 @@
-"""Cross-lingual retrieval (issue 17 part 2): Chinese questions whose answer is in an English document and English
-questions whose answer is in a Chinese one (benchmarks/crosslingual.jsonl), asked of the retriever `rag ask` uses.
+"""Cross-lingual retrieval (issue 17 part 2), measured on benchmarks/crosslingual.jsonl.
+
+Chinese questions whose answer is in an English document and English questions whose answer is in a Chinese one,
+asked of the retriever `rag ask` uses.
 
     python benchmarks/bench_crosslingual.py [--set FILE] [--docs DIR] [--stores DIR] [--one-store]
         [--embedding-model NAME] [--embedding-backend auto|torch|bf16] [--embedding-url URL]
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 
 from rag import RAG
-from rag.config import Settings
+from rag.config import ConfigError, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO.parent / "shared" / "corpus" / "docs"
@@ -43,7 +45,13 @@ def norm(text: str) -> str:
 
 
 def load_set(path: Path) -> list[dict]:
-    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: {path}: {exc}") from None
+    for n, item in enumerate(items, 1):
+        if item.get("language") not in DIRECTIONS or not {"question", "source", "snippet"} <= item.keys():
+            raise SystemExit(f"error: {path}:{n}: needs question, language (zh or en), source and snippet")
     for item in items:
         item["direction"] = DIRECTIONS[item["language"]]
         item["_snippet"] = norm(item["snippet"])
@@ -128,6 +136,8 @@ def report(results: list[dict]) -> None:
     print("\n| direction | questions | hit@1 | hit@4 | usable@4 | MRR@10 |\n|---|---|---|---|---|---|")
     for name in ("zh->en", "en->zh", "overall"):
         part = [r for r in results if name == "overall" or r["direction"] == name]
+        if not part:
+            continue
         f = figures(part)
         print(f"| {name} | {f['n']} | {f['hit@1']:.3f} | {f['hit@4']:.3f} | {f['usable@4']:.3f} | {f['mrr@10']:.3f} |")
     print("\nmisses at 4 (rank within 10, or -; the top chunk: file, page, relevance, text):")
@@ -187,7 +197,10 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write the per-question results here")
     args = ap.parse_args()
     items = [i for i in load_set(Path(args.set)) if args.direction in (None, i["direction"])]
-    probe = settings_for(args, Path("unused"))
+    try:
+        probe = settings_for(args, Path("unused"))
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start")
     print(f"settings: embedding_model {probe.embedding_model!r}, backend {probe.embedding_backend}, url "
           f"{probe.embedding_url}, retrieval {probe.retrieval}, chunk_size {probe.chunk_size}/{probe.chunk_overlap}, "
