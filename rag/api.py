@@ -181,8 +181,7 @@ class RAG:
             focus = Focus(share=s.focus_share)
         return AnswerChain(self.retriever, llm, s.n_ctx, s.max_tokens, s.min_score, count, focus=focus,
                            tokenize=tokenize, embeddings=self.query_embeddings, support=self._support,
-                           min_support=s.min_support, style=self.answer_style, verify=s.verify,
-                           fresh_start=fresh).build()
+                           min_support=s.min_support, style=self.answer_style, fresh_start=fresh).build()
 
     @property
     def answer_style(self) -> str:

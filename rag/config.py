@@ -72,7 +72,6 @@ class Settings(BaseModel):
     k: int = Field(4, ge=1, description="Chunks retrieved per question.")
     min_support: float = Field(0.5, ge=0.0, le=1.0, description="The support check: an answer whose words (weighted by rarity) are less than this share found in the passages the model was shown counts as a refusal (refused_by 'support'); 0 turns the check off.")
     answer_style: Literal["auto", "quote", "brief"] = Field("auto", description="The answer prompt: quote (the answer in one short sentence with the passage's words; fewer needless refusals), brief (the first wording), or auto (the packaged model's own: brief for smollm2-135m, quote for the rest).")
-    verify: bool = Field(False, description="After an answer, ask the model whether the passage it cited says what answers the question (a few dozen more prompt tokens; the rest of the prompt is reused); a no makes the answer a refusal (refused_by 'verify'), its text kept.")
     focus_share: float = Field(1.0, gt=0.0, le=1.0, description="Shorter prompts: of each passage, keep the sentences that bear on the question (with a neighbour each) up to this share of its length; 1 gives the model whole passages.")
     retrieval: Literal["hybrid", "dense", "bm25"] = Field("hybrid", description="hybrid (BM25 fused with dense vectors), dense or bm25.")
     min_score: float = Field(0.3, description="Below this relevance a chunk is not used as context, and with none left the answer is a refusal. Relevance: cosine similarity; for Chinese questions the IDF-weighted share of the question's words in the chunk.")

@@ -238,19 +238,3 @@ def test_an_unsupported_answer_is_marked_as_such(capsys):
         "  [1] /d/R-FAQ.pdf, p. 3  (score 0.41)",
     ]
 
-
-def test_an_answer_the_verification_rejected_is_marked_as_such(capsys):
-    from rag.answer.chain import Answer, Source
-    from rag.cli.ask import _print_sources
-
-    near = Source(2, "/d/R-FAQ.pdf", 3, "R is a system for statistical computation.", 0.41)
-    answer = Answer("Who wrote R?", "R is a system for statistical computation [2].", [], [near], refused=True,
-                    refused_by="verify", verified=False)
-    _print_sources(answer, show_context=False)
-    assert capsys.readouterr().out.splitlines()[1:] == [
-        "(Not supported: asked again, the model said the passage it cited does not answer the question; treat it "
-        "as \"the documents do not say\".)",
-        "",
-        "Nearest passages (not enough to answer):",
-        "  [2] /d/R-FAQ.pdf, p. 3  (score 0.41)",
-    ]

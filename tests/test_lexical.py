@@ -177,6 +177,10 @@ def test_coverage_weighs_question_words_by_idf(tmp_path):
     assert idx.share("pelicans sea", "the sea is salty") == pytest.approx(0.32395, abs=1e-5)
     assert idx.share("pelicans sea", "pelicans and the sea") == 1.0
     assert (idx.share("the of", "the sea"), idx.share("albatross", "gulls fly")) == (0.0, 0.0)
+    # a Chinese compound is judged by its parts: 苹果 (in the text) and 公司 (the question's)
+    assert tokenize("苹果公司") == ["苹果", "公司", "苹果公司"]
+    assert idx.share("苹果公司", "苹果的公司") == 1.0
+    assert idx.share("苹果公司", "为苹果的格式") == pytest.approx(0.5)
 
 
 def test_tokenize_exact_words():

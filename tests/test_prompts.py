@@ -69,8 +69,3 @@ def test_answer_facts_drops_citations_and_fillers():
     assert prompts.answer_facts("Her teapot is purple [1], as the passage states [2, 3].").split() == [
         "teapot", "is", "purple", ",", "as", "the", "."]
 
-
-def test_verdict_reads_yes_and_no_in_both_languages():
-    assert [prompts.verdict(r) for r in ["Yes.", " yes, passage 2 says so", "No", "\"No.\"", "是。", "否", "不是",
-                                         "Passage [1] says", ""]] == [True, True, False, False, True, False, False,
-                                                                       None, None]

@@ -58,17 +58,13 @@ class Answer:
     # (the model answered, but in words the passages do not hold: the text stays, for the user to judge).
     refused_by: str | None = None
     prompt_tokens: int = 0
-    # The support check's score: the IDF-weighted share of the answer's words found in the passages shown
-    # (None: not checked, as for a refusal or with min_support 0).
+    # The support check's score: the IDF-weighted share of the answer's words found in the passages shown (None:
+    # not checked, as for a refusal or with min_support 0).
     support: float | None = None
-    # The verification's verdict: the model said the passage it cited answers the question (True), does not
-    # (False: refused_by "verify"), or neither (None, also when not asked).
-    verified: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"answer": self.text, "sources": [s.to_dict() for s in self.sources], "refused": self.refused,
-                "refused_by": self.refused_by, "support": self.support,
-                "verified": self.verified}
+                "refused_by": self.refused_by, "support": self.support}
 
 
 def _dropped(doc: Document, reason: str) -> dict[str, Any]:
@@ -109,7 +105,6 @@ def answer_from_output(out: dict[str, Any]) -> Answer:
         refused_by=(out.get("refused_by") or ("model" if out.get("grounded") else "threshold")) if refused else None,
         prompt_tokens=int(out.get("prompt_tokens") or 0),
         support=out.get("support"),
-        verified=out.get("verified"),
     )
 
 
@@ -149,7 +144,6 @@ class AnswerChain:
         support: Callable[[str, list[str]], float] | None = None,
         min_support: float = 0.0,
         style: str = "brief",
-        verify: bool = False,
         fresh_start: Callable[[], None] | None = None,
     ) -> None:
         self.retriever = retriever
@@ -168,7 +162,6 @@ class AnswerChain:
         self.support = support
         self.min_support = min_support
         self.style = style  # the answer prompt's wording (prompts.STYLES)
-        self.verify = verify  # ask the model whether the passage it cited answers the question
         # Called before each answer's prompt: llama.cpp then reads the whole prompt afresh instead of reusing what
         # the last question shared with it; reused, the same question's logits differ by the last question (the
         # batches split differently; benchmarks/notes/stable-answers.md), so answers would depend on history.
@@ -304,48 +297,23 @@ class AnswerChain:
             if chunk.content:
                 yield AddableDict(answer=str(chunk.content))
 
-    def _cite(self, inputs: Iterator[dict[str, Any]], config: RunnableConfig) -> Iterator[AddableDict]:
+    def _cite(self, inputs: Iterator[dict[str, Any]]) -> Iterator[AddableDict]:
         seen: dict[str, Any] = {"answer": "", "sources": [], "grounded": False}
         for chunk in inputs:
             self._collect(seen, chunk)
             yield AddableDict(chunk)
-        out = self._citations(seen)
-        question = self._verify_question(seen, out)
-        if question:
-            self._apply_verdict(out, self.llm.invoke(question, config=config, max_tokens=4).content)
-        yield out
+        yield self._citations(seen)
 
-    async def _acite(self, inputs: AsyncIterator[dict[str, Any]], config: RunnableConfig) -> AsyncIterator[AddableDict]:
+    async def _acite(self, inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[AddableDict]:
         seen: dict[str, Any] = {"answer": "", "sources": [], "grounded": False}
         async for chunk in inputs:
             self._collect(seen, chunk)
             yield AddableDict(chunk)
-        out = self._citations(seen)
-        question = self._verify_question(seen, out)
-        if question:
-            self._apply_verdict(out, (await self.llm.ainvoke(question, config=config, max_tokens=4)).content)
-        yield out
-
-    def _verify_question(self, seen: dict[str, Any], out: dict[str, Any]) -> list[BaseMessage] | None:
-        """The answer's conversation plus "does passage [n] say what answers the question?", when verifying an
-        answer (not a refusal); the first passage cited is the one asked about."""
-        if not self.verify or out["refused"] or not seen["grounded"] or not out["cited"]:
-            return None
-        lang = prompts.language_of(seen["question"])
-        ask = prompts.VERIFY[lang].format(n=out["cited"][0], question=seen["standalone"])
-        return [*self._messages(seen, seen["sources"]), AIMessage(seen["answer"]), HumanMessage(ask)]
-
-    @staticmethod
-    def _apply_verdict(out: dict[str, Any], reply: Any) -> None:
-        verdict = prompts.verdict(str(reply))
-        out["verified"] = verdict
-        if verdict is False:
-            # The model itself says the passage it cited does not answer: a refusal, the text kept for the user.
-            out.update(cited=[], refused=True, refused_by="verify")
+        yield self._citations(seen)
 
     @staticmethod
     def _collect(seen: dict[str, Any], chunk: dict[str, Any]) -> None:
-        for key in ("sources", "grounded", "question", "standalone", "chat_history"):
+        for key in ("sources", "grounded"):
             if key in chunk:
                 seen[key] = chunk[key]
         seen["answer"] += chunk.get("answer", "")

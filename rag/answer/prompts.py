@@ -64,24 +64,6 @@ def answer_messages(style: str, lang: str, context: str, question: str) -> tuple
     system = ANSWER_SYSTEM[style][lang].format(refusal=REFUSAL[lang])
     return system, ANSWER_USER[style][lang].format(context=context, question=question)
 
-# The check after an answer: the same conversation goes on with one more question, so llama.cpp reuses the whole
-# prompt it has already read and this costs only its own few dozen tokens.
-VERIFY = {
-    "en": "Does passage [{n}] say what answers the question \"{question}\"? Reply with yes or no only.",
-    "zh": "资料 [{n}] 是否写出了问题“{question}”的答案？只回答“是”或“否”。",
-}
-
-
-def verdict(reply: str) -> bool | None:
-    """The model's yes (True) or no (False) to VERIFY; None when it said neither."""
-    text = reply.strip().lstrip("\"'*“「").lower()
-    if text.startswith(("yes", "是", "对")):
-        return True
-    if text.startswith(("no", "否", "不")):
-        return False
-    return None
-
-
 CONDENSE = {
     "en": (
         "Rewrite the last user question as one standalone question that can be understood without the "

@@ -171,7 +171,6 @@ def _answer(streamer: Any, as_json: bool, show_context: bool, verbose: bool) -> 
 # Why an answer the model gave was turned into a refusal; its text was shown as it streamed.
 _UNSUPPORTED = {
     "support": "the passages do not hold most of this answer's words",
-    "verify": "asked again, the model said the passage it cited does not answer the question",
 }
 
 

@@ -39,7 +39,6 @@ class QAResult:
     refused_by: str | None = None  # "threshold" (the model was not asked) or "model"
     prompt_tokens: int = 0
     support: float | None = None  # the support check's score (None: not checked)
-    verified: bool | None = None  # the verification's verdict (None: not asked, or neither yes nor no)
     # A reference answer is in a passage the model was shown (None: the question has no reference answer).
     reference_shown: bool | None = None
     # Every retrieved passage: {"source" (file name), "page", "score", "shown", "has_reference"}.
@@ -151,7 +150,6 @@ def score_answer(item: QAItem, answer: Any, seconds: tuple[float, float, float])
                     exact_match=exact_match(answer.text, refs) if scored else 0.0,
                     f1=round(token_f1(answer.text, refs), 4) if scored else 0.0,
                     refused_by=answer.refused_by, prompt_tokens=answer.prompt_tokens, support=answer.support,
-                    verified=answer.verified,
                     reference_shown=any(p["shown"] and p["has_reference"] for p in passages) if refs else None,
                     passages=passages)
 

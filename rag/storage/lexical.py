@@ -371,8 +371,12 @@ class LexicalIndex:
         return {cid: sum(idf[w] for w in idf.keys() & self._words(cid, text)) / total for cid, text in texts.items()}
 
     def share(self, query: str, text: str) -> float:
-        """`coverage` for one text seen once (an answer's passages, for the support check): nothing is cached."""
+        """`coverage` for one text seen once (an answer's passages, for the support check), nothing cached."""
         idf = self._weights(query)
+        # jieba's search mode gives a compound and its parts (苹果公司, 苹果, 公司); an answer joins parts the passage
+        # and the question hold apart ("苹果的" ... "哪个公司"): judge the parts.
+        for word in [w for w in idf if _CJK_RUN.fullmatch(w) and any(o != w and o in w for o in idf)]:
+            del idf[word]
         total = sum(idf.values())
         return sum(idf[w] for w in idf.keys() & set(tokenize(text))) / total if total else 0.0
 
