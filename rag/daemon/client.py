@@ -24,15 +24,16 @@ def label(source: str, page: int | None) -> str:
 
 
 def remote_answer(data: dict[str, Any]) -> SimpleNamespace:
-    """The server's answer as the CLI uses an `Answer`: text, sources, context, refused, dropped, to_dict()."""
+    """The server's answer as the CLI uses an `Answer`: text, sources, context, refused, dropped, prompt_tokens,
+    to_dict() (the server's own `Answer.to_dict()`, so `--json` prints the same keys either way)."""
     def sources(items: list[dict[str, Any]]) -> list[SimpleNamespace]:
         return [SimpleNamespace(**s, label=label(s["source"], s["page"])) for s in items]
 
-    plain = {k: data[k] for k in ("answer", "sources", "refused", "refused_by")}
-    return SimpleNamespace(question=data["question"], text=data["answer"], sources=sources(data["sources"]),
-                           context=sources(data["context"]), refused=data["refused"], refused_by=data["refused_by"],
-                           standalone_question=data["standalone_question"], dropped=data["dropped"],
-                           to_dict=lambda: plain)
+    public = data["public"]
+    return SimpleNamespace(question=data["question"], text=public["answer"], sources=sources(public["sources"]),
+                           context=sources(data["context"]), refused=public["refused"],
+                           refused_by=public.get("refused_by"), standalone_question=data["standalone_question"],
+                           dropped=data["dropped"], prompt_tokens=data["prompt_tokens"], to_dict=lambda: public)
 
 
 class DaemonClient:

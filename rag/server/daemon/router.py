@@ -26,12 +26,12 @@ class AskRequest(BaseModel):
     source_glob: str | None = None
 
 
-def rss_bytes() -> int:
-    """This process's resident memory, from /proc (0 where there is none)."""
+def rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident memory (VmRSS), or its peak so far (VmHWM), from /proc (0 where there is none)."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -41,7 +41,8 @@ def rss_bytes() -> int:
 @router.get("/daemon/status")
 async def status(request: Request) -> dict[str, Any]:
     state = request.app.state
-    return {**state.daemon, "pid": os.getpid(), "rss_bytes": rss_bytes(), "idle_seconds": state.idle.idle_seconds(),
+    return {**state.daemon, "pid": os.getpid(), "rss_bytes": rss_bytes(), "peak_rss_bytes": rss_bytes("VmHWM"),
+            "idle_seconds": state.idle.idle_seconds(),
             "busy": state.queue.busy, "queued": state.queue.waiting, "answered": state.answered,
             "store_reopened": state.reopened,
             # The last requests' ends ("stop", "length", "disconnected", "error") and token counts, oldest first.
@@ -49,9 +50,11 @@ async def status(request: Request) -> dict[str, Any]:
 
 
 def answer_dict(answer: Any) -> dict[str, Any]:
-    """Everything the CLI prints of an `Answer`: its JSON form plus every passage the model saw and those left out."""
-    return {**answer.to_dict(), "question": answer.question, "standalone_question": answer.standalone_question,
-            "context": [s.to_dict() for s in answer.context], "dropped": answer.dropped}
+    """Everything the CLI prints of an `Answer`: its JSON form (`public`, what `rag ask --json` prints, whole) plus
+    every passage the model saw, those left out and the prompt's length."""
+    return {"public": answer.to_dict(), "question": answer.question, "standalone_question": answer.standalone_question,
+            "context": [s.to_dict() for s in answer.context], "dropped": answer.dropped,
+            "prompt_tokens": answer.prompt_tokens}
 
 
 @router.post("/daemon/ask")
