@@ -1,12 +1,13 @@
 """Nothing leaves the machine, checked at the operating-system level: the real `rag` commands (ingest, ask, chat,
-serve) run under strace, and every connect/sendto and every file written is inspected (no patching of Python's
-socket)."""
+serve, and ask through the background server it starts) run under strace, and every connect/sendto and every file
+written is inspected (no patching of Python's socket)."""
 
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -54,14 +55,21 @@ def writes_outside(log: Path, allowed: list[str]) -> list[str]:
     return bad
 
 
-def test_ingest_ask_and_chat_stay_on_the_machine(tmp_path):
-    home, tmp, store = tmp_path / "home", tmp_path / "tmp", tmp_path / "store"
+def private_env(root: Path) -> tuple[dict, list[str], Path]:
+    """The environment of a traced run: an empty home (its cache folder) and temp folder under `root`, none of the
+    caller's RAG_*/telemetry variables; the folders it may write to; the store's path."""
+    home, tmp, store = root / "home", root / "tmp", root / "store"
     home.mkdir()
     tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "HF_", "ORT_", "LANGCHAIN", "LANGSMITH"))}
     env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), TMPDIR=str(tmp), PYTHONDONTWRITEBYTECODE="1")
-    allowed = [str(store), str(home / ".cache"), str(tmp), os.path.realpath(tmp), "/dev/", "/proc/self/"]
-    env["RAG_KEEP_ALIVE"] = "0"  # in process: a background server, traced too (strace -f), would hold the trace open
+    return env, [str(store), str(home / ".cache"), str(tmp), os.path.realpath(tmp), "/dev/", "/proc/self/"], store
+
+
+def test_ingest_ask_and_chat_stay_on_the_machine(tmp_path):
+    env, allowed, store = private_env(tmp_path)
+    home = tmp_path / "home"
+    env["RAG_KEEP_ALIVE"] = "0"  # in process: the background server has a case of its own below
     runs = {
         "ingest": (["ingest", str(DATA), "--store", str(store), "-q"], None),
         "ask": (["ask", "What is CRAN?", "--store", str(store), "--model", "smollm2-135m", "--max-tokens", "32", "--json"], None),
@@ -83,13 +91,19 @@ def test_ingest_ask_and_chat_stay_on_the_machine(tmp_path):
     assert {Path(s["source"]).name for s in served["answer"]["sources"]} == {"R-FAQ.pdf"}, served["answer"]
     text = log.read_text(errors="replace")
     assert "openat(" in text
-    binds = [m.group(1) for m in re.finditer(r'bind\(\d+, \{sa_family=AF_INET6?, .*?inet_(?:addr|pton)\((?:AF_INET6, )?"([^"]+)"', text)]
+    binds = network_binds(text)
     # The server listens on 127.0.0.1, and nothing binds a non-loopback address (urllib3 probes IPv6 with ::1).
     assert "127.0.0.1" in binds and set(binds) <= {"127.0.0.1", "::1"}, binds
     assert outside_connections(log) == [], "serve"
     assert writes_outside(log, allowed) == [], "serve"
     assert (store / "manifest.sqlite3").is_file()
     assert not (home / ".cache" / "Microsoft").exists()  # onnxruntime's telemetry queue
+
+
+def network_binds(trace: str) -> list[str]:
+    """The IPv4/IPv6 addresses a trace's processes bound a socket to."""
+    pattern = r'bind\(\d+, \{sa_family=AF_INET6?, .*?inet_(?:addr|pton)\((?:AF_INET6, )?"([^"]+)"'
+    return [m.group(1) for m in re.finditer(pattern, trace)]
 
 
 def traced_serve(args: list[str], env: dict, log: Path) -> dict:
@@ -122,6 +136,67 @@ def traced_serve(args: list[str], env: dict, log: Path) -> dict:
             proc.kill()
             proc.wait()
     return {"returncode": proc.returncode, "stderr": proc.stderr.read(), "answer": answer}
+
+
+def test_the_background_server_stays_on_the_machine():
+    """A `rag ask` that starts the background server and a second one that reuses it, each under strace -f: the
+    server is the first one's child, so its whole life (loading, listening, answering both) is in the first trace,
+    which ends when `rag stop` has stopped it."""
+    root = Path(tempfile.mkdtemp(prefix="ragp-"))  # short: the server's Unix socket lives under its cache folder
+    try:
+        env, allowed, store = private_env(root)
+        logs = [root / "first.strace", root / "second.strace"]
+        server = traced_daemon(env, store, logs)
+        traces = [log.read_text(errors="replace") for log in logs]
+        sock = re.escape(f'{{sa_family=AF_UNIX, sun_path="{server["socket"]}"')
+        # The first trace holds the server (it bound the socket), the second one's client connected to it; nothing
+        # bound a network address but loopback (urllib3's IPv6 probe binds ::1).
+        assert re.search(rf"bind\(\d+, {sock}", traces[0]), traces[0][-2000:]
+        assert re.search(rf"connect\(\d+, {sock}", traces[1]), traces[1][-2000:]
+        assert set(network_binds(traces[0] + traces[1])) <= {"127.0.0.1", "::1"}, network_binds(traces[0] + traces[1])
+        for name, log in zip(("first", "second"), logs):
+            assert "openat(" in log.read_text(errors="replace")
+            assert outside_connections(log) == [], name
+            assert writes_outside(log, allowed) == [], name
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def traced_daemon(env: dict, store: Path, logs: list[Path]) -> dict:
+    """Ingest data/ (untraced), then `rag ask` twice, each under strace -f into its log: the first starts the
+    background server, the second reuses it; `rag stop` ends it, and with it the first trace. Returns the server
+    as `rag ps` saw it after the second answer."""
+    import json
+
+    from rag.daemon.lifecycle import running
+
+    rag_exe = str(Path(sys.executable).with_name("rag"))
+    ask = ["ask", "What is CRAN?", "--store", str(store), "--model", "smollm2-135m", "--max-tokens", "32", "--json"]
+    strace = [STRACE, "-f", "-qq", "-e", f"trace={SYSCALLS},bind", "-o"]
+    subprocess.run([rag_exe, "ingest", str(DATA), "--store", str(store), "-q"], env=env, check=True, timeout=900,
+                   capture_output=True)
+    first = subprocess.Popen([*strace, str(logs[0]), rag_exe, *ask], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        line = first.stdout.readline()  # the client's answer; strace goes on until the server it started exits
+        assert line.startswith("{"), line
+        answer = json.loads(line)
+        assert CRAN_FACT in answer["answer"], answer  # the server's first prompt
+        second = subprocess.run([*strace, str(logs[1]), rag_exe, *ask], env=env, capture_output=True, text=True,
+                                timeout=900)
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert {Path(s["source"]).name for s in json.loads(second.stdout)["sources"]} == {"R-FAQ.pdf"}, second.stdout
+        (server,) = running(Path(env["XDG_CACHE_HOME"]) / "rag")
+        assert (server["answered"], server["model_loads"]) == (2, 1), server  # the second one reused it
+    finally:
+        subprocess.run([rag_exe, "stop", "--all"], env=env, capture_output=True, timeout=300)
+        try:
+            first.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, first.stderr.read()[-2000:]  # strace's exit status is its command's, the client's
+    return server
 
 
 def test_the_checks_can_fail(tmp_path):
