@@ -186,7 +186,9 @@ def test_chat_repl_sources_ctrl_c_and_exit(small_rag):
     env["RAG_KEEP_ALIVE"] = "0"  # in process (the background server: test_daemon.py)
     proc = subprocess.Popen([str(exe), "chat", "--store", str(small_rag.settings.store), "--model", "smollm2-135m",
                              "--max-tokens", "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            # Ctrl-C as in a terminal: under a runner that ignores SIGINT the chat would inherit that.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     output = ChildOutput(proc)
     # The REPL asks for each line with "\n> " on stderr: the Nth prompt means the chat is idle again.
     idle = lambda n: lambda out, err: err.count("\n> ") >= n  # noqa: E731
