@@ -109,7 +109,9 @@ class Ingestor:
         self._step = self._batch * 4
         self._read_ahead_limit = max(self._step, READ_AHEAD_CHUNKS)
 
-    def run(self, paths: Iterable[Path | str], prune: bool = False, progress: Progress | None = None) -> IngestReport:
+    def run(self, paths: Iterable[Path | str], prune: bool = False, progress: Progress | None = None, *,
+            wait: bool = False) -> IngestReport:
+        """Ingest `paths`; `wait`: wait for another writer to finish instead of refusing (`rag watch`)."""
         started = time.perf_counter()
         report = IngestReport()
         self._notify = progress or (lambda event, amount: None)
@@ -117,7 +119,7 @@ class Ingestor:
         files, errors = discover(paths)
         report.failed.extend(errors)
         self._notify("files", len(files))
-        with self.store.writer():
+        with self.store.writer(wait=wait):
             self._pipeline(files, report, announce=True)
             if prune:
                 self._prune({str(p) for p in files}, report)

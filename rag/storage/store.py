@@ -142,6 +142,26 @@ class Store:
             self.manifest.put(rec)
             self._bump(revision)
 
+    def relabel_file(self, old_source: str, source: str, size: int, mtime_ns: int) -> int | None:
+        """A renamed or moved file (same content): its chunks, texts and vectors as stored (nothing re-embedded),
+        go under `source` (new size and mtime), in Chroma, the BM25 index and the manifest. The old entry is
+        marked 'pending' first, so a crash at any point leaves what the next ingest repairs: the old name, gone
+        from disk, is pruned; the new one, if not committed, is read again. Returns how many chunks moved; None,
+        changing nothing, when the old entry is not complete (absent, 'pending', chunks missing in Chroma)."""
+        old = self.manifest.get(old_source)
+        if old is None or old.status != "done":
+            return None
+        got = self._chunks.get(old.chunk_ids, with_vectors=True) if old.chunk_ids else {}
+        if len(got) != len(old.chunk_ids):
+            return None
+        chunks = [got[cid] for cid in old.chunk_ids]
+        self.manifest.set_status(old_source, "pending")
+        moved = FileRecord(**{**old.__dict__, "source": source, "size": size, "mtime_ns": mtime_ns})
+        self.replace_file(moved, [text for text, _, _ in chunks], [vec for _, _, vec in chunks],
+                          [{**meta, "source": source} for _, meta, _ in chunks])
+        self.delete_file(old_source)
+        return len(chunks)
+
     def touch(self, rec: FileRecord) -> None:
         """Record a new size/mtime for a file whose content did not change."""
         self.manifest.put(rec)
