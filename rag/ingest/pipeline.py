@@ -61,12 +61,14 @@ class Ingestor:
 
     `embeddings` and `splitter` may each be given as a function that returns it: it is then called only when a
     file needs reading, so that a run with nothing to read loads no model. `reader`: "auto" (a child process when
-    two or more files need reading, else a thread), "process" or "thread".
+    two or more files need reading, else a thread), "process" or "thread". `readers`: what reads the files, made
+    as `readers(preparer, embeddings, process)` (default `Readers`; the Ray ingest passes its own).
     """
 
     def __init__(self, store: Store, embeddings: LocalEmbeddings | Callable[[], LocalEmbeddings],
                  splitter: Splitter | Callable[[], Splitter], fingerprint: str, password: str | None = None, *,
-                 ocr: str | None = None, prefetch: int = PREFETCH, reader: str = "auto") -> None:
+                 ocr: str | None = None, prefetch: int = PREFETCH, reader: str = "auto",
+                 readers: Callable[..., Readers] = Readers) -> None:
         if reader not in ("auto", "process", "thread"):
             raise ValueError("reader must be 'auto', 'process' or 'thread'")
         self.store = store
@@ -76,6 +78,7 @@ class Ingestor:
         self.ocr = ocr
         self.prefetch = max(1, prefetch)
         self.reader = reader
+        self._readers = readers
         load_options: dict = {"password": password} | ({"ocr": ocr} if ocr is not None else {})
         # A file with no text is recorded under a fingerprint that also says whether OCR could read it, so that
         # installing OCR makes the next run look at such files again.
@@ -149,7 +152,7 @@ class Ingestor:
         window: deque[Item | Future] = deque()  # in order; a Future while its file is being read
         ready: deque[Item] = deque()  # read, in order, waiting for vectors and their commit
         process = self.reader == "process" or (self.reader == "auto" and to_read >= 2)
-        readers = Readers(self._preparer, self.embeddings, process=process)
+        readers = self._readers(self._preparer, self.embeddings, process=process)
         try:
             while todo or window or ready:
                 self._read_ahead(todo, window, ready, readers)
