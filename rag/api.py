@@ -211,6 +211,12 @@ class RAG:
             flat.extend([p] if isinstance(p, (str, Path)) else p)
         # The embedder and the splitter are loaded only when a file needs reading: a re-ingest with nothing to
         # do settles every file from the manifest without importing torch.
+        if self.settings.ray_address:
+            from rag.ingest.ray_ingest import import_ray, ray_ingestor
+
+            import_ray()  # a missing extra is said before the store is opened
+            with ray_ingestor(self.store, self.settings, lambda: self.splitter, self.fingerprint) as ingestor:
+                return ingestor.run(flat, prune=prune, progress=progress)
         ingestor = Ingestor(self.store, lambda: self.embeddings, lambda: self.splitter, self.fingerprint,
                             self.settings.password, ocr=self.settings.ocr)
         return ingestor.run(flat, prune=prune, progress=progress)

@@ -78,6 +78,7 @@ class Settings(BaseModel):
     password: str | None = Field(None, description="Password for encrypted PDFs.")
     mmr: bool = Field(False, description="Diversify the retrieved chunks with maximal marginal relevance.")
     ocr: Literal["auto", "always", "never"] = Field("auto", description="OCR of PDF pages: auto (pages without a usable text layer), always, never.")
+    ray_address: str | None = Field(None, description="rag ingest: read and embed on the Ray cluster at this address (host:port of its head, or 'auto': the cluster this machine belongs to); needs pip install 'rag[ray]'. Unset: ingest on this machine.")
 
     # --- serving ---
     api_key: str | None = Field(None, description="rag serve: when set, every endpoint but /health needs it (Authorization: Bearer KEY).")

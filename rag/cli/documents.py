@@ -22,18 +22,23 @@ from rag.cli.common import (EXIT_SOME_FAILED, EXIT_USER_ERROR, IngestProgress, h
               help="OCR PDF pages: auto (default: pages without a usable text layer), always, never.")
 @click.option("--chunk-size", type=click.IntRange(16), default=None, help="Chunk length in embedding tokens (default 200, at most 254).")
 @click.option("--chunk-overlap", type=click.IntRange(0), default=None, help="Overlap between chunks in tokens (default 30).")
+@click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
+              help="Read and embed on a Ray cluster: its head's host:port, or 'auto' for the cluster this machine "
+                   "belongs to (env RAG_RAY_ADDRESS; needs pip install 'rag[ray]'). The store is written from here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 @handle_errors
 def ingest(ctx: click.Context, paths: tuple[Path, ...], store: Path | None, prune: bool, password: str | None,
-           ocr: str | None, chunk_size: int | None, chunk_overlap: int | None, quiet: bool) -> None:
+           ocr: str | None, chunk_size: int | None, chunk_overlap: int | None, ray_address: str | None,
+           quiet: bool) -> None:
     """Index files and folders (recursively) into the store.
 
     Unchanged files are skipped, changed files are replaced, and a file that cannot be read is reported
     and skipped without stopping the run; it is not read again until it changes (or --password, --ocr or the
     chunk settings do). Exit code 0 when every file went in, 3 when some could not be read.
     """
-    rag = make_rag(ctx, store=store, password=password, ocr=ocr, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    rag = make_rag(ctx, store=store, password=password, ocr=ocr, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                   ray_address=ray_address)
     bar = IngestProgress(enabled=not quiet)
     try:
         report = rag.ingest(*paths, prune=prune, progress=bar)
