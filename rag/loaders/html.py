@@ -1,5 +1,5 @@
 """Reading HTML: the charset a page declares (as browsers read it), then its visible text with block elements
-as line and paragraph breaks and table cells separated by " | "."""
+as line and paragraph breaks, data tables as Markdown tables and layout tables' cells separated by " | "."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.loaders.common import Loaded, read_bytes, single_document
+from rag.loaders.tables import is_data_table, markdown_table
 from rag.loaders.text import decode_bytes
 
 _HTML_DECLARED = re.compile(
@@ -28,6 +29,8 @@ _PARAGRAPH_TAGS = frozenset(
 _LINE_TAGS = frozenset({"li", "tr", "dt", "dd", "br", "option", "legend", "thead", "tbody", "tfoot"})
 _CELL_TAGS = frozenset({"td", "th"})
 _HTML_SPACE = re.compile(r"[ \t\n\r\f]+")
+# A cell holding these (or two paragraphs) is a page laid out in a table, not a row of data.
+_LAYOUT_IN_CELL = ("table", "pre", "ul", "ol", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "form")
 
 
 def _declared_html_charset(data: bytes) -> str | None:
@@ -77,6 +80,11 @@ def html_to_text(markup: str) -> tuple[str, str | None]:
                 elif name in _LINE_TAGS:
                     out.brk(1)
                 continue
+            if name == "table" and (table := _markdown_of(node)):
+                out.brk(2)
+                out.text(table, True)
+                out.brk(2)
+                continue
             if name in _PARAGRAPH_TAGS:
                 out.brk(2)
             elif name in _LINE_TAGS:
@@ -88,6 +96,28 @@ def html_to_text(markup: str) -> tuple[str, str | None]:
             # PreformattedString covers comments, doctype, CDATA and <?xml ...?> declarations.
             out.text(str(node), in_pre)
     return out.result(), (title or None)
+
+
+def _markdown_of(table: Any) -> str:
+    """A data table as Markdown (its caption on the line above), or "" for a layout table, which is then read as
+    text like the rest of the page."""
+    if table.get("role") in ("presentation", "none"):
+        return ""
+    rows = []
+    for tr in table.find_all("tr"):
+        cells: list[str] = []
+        for cell in tr.find_all(("td", "th"), recursive=False):
+            if cell.find(_LAYOUT_IN_CELL) or len(cell.find_all(("p", "div"))) > 1:
+                return ""
+            cells.append(cell.get_text(" "))
+            span = str(cell.get("colspan", "1")).strip()
+            cells.extend([""] * (min(int(span), 50) - 1 if span.isdigit() and int(span) > 1 else 0))
+        rows.append(cells)
+    if not is_data_table(rows):
+        return ""
+    caption = table.find("caption")
+    title = " ".join(caption.get_text(" ").split()) if caption else ""
+    return (title + "\n\n" if title else "") + markdown_table(rows)
 
 
 class _TextAssembler:

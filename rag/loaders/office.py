@@ -1,5 +1,5 @@
-"""Reading Word .docx files: paragraphs and tables in document order, looking through content controls, text
-boxes and hyperlinks, with each merged table cell once."""
+"""Reading Word .docx files: paragraphs and tables (as Markdown) in document order, looking through content
+controls, text boxes and hyperlinks, with each merged table cell once."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.loaders.common import LoadError, Loaded, check_readable, describe, single_document
+from rag.loaders.tables import is_data_table, markdown_table
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
@@ -44,13 +45,16 @@ def _docx_children(element: Any) -> Iterator[Any]:
             yield child
 
 
-def _docx_blocks(container: Any) -> Iterator[str]:
-    """Paragraph and table texts of a body or table cell, in document order."""
+def _docx_blocks(container: Any, nested: bool = False) -> Iterator[str]:
+    """Paragraph and table texts of a body or table cell, in document order; a table inside a cell
+    (`nested`) is flattened, since a Markdown table cell cannot hold a table."""
     for child in _docx_children(container):
         if child.tag == f"{_W}p":
             yield _docx_paragraph(child)
         elif child.tag == f"{_W}tbl":
-            yield _docx_table(child)
+            rows = _docx_rows(child)
+            flat = nested or not is_data_table(rows)
+            yield "\n".join(" | ".join(c for c in row if c) for row in rows) if flat else markdown_table(rows)
 
 
 def _docx_paragraph(p: Any) -> str:
@@ -68,20 +72,27 @@ def _docx_runs(element: Any) -> Iterator[Any]:
         yield from _docx_runs(child)
 
 
-def _docx_table(tbl: Any) -> str:
+def _docx_rows(tbl: Any) -> list[list[str]]:
+    """A table's rows of cell texts, a merged cell once followed by empty cells for the grid columns it spans
+    (so the columns stay aligned), a vertically merged continuation cell empty."""
     rows = []
     for tr in _docx_children(tbl):
         if tr.tag != f"{_W}tr":
             continue
-        cells = []
+        cells: list[str] = []
         # Iterating w:tc elements (not python-docx's row.cells, which repeats merged cells) gives
         # each merged cell once; vMerge continuation cells are placeholders and normally empty.
         for tc in _docx_children(tr):
             if tc.tag != f"{_W}tc":
                 continue
-            cell = "\n".join(b for b in _docx_blocks(tc) if b.strip()).strip()
-            if cell:
-                cells.append(cell)
-        if cells:
-            rows.append(" | ".join(cells))
-    return "\n".join(rows)
+            cells.append("\n".join(b for b in _docx_blocks(tc, nested=True) if b.strip()).strip())
+            cells.extend([""] * (_grid_span(tc) - 1))
+        if any(cells):
+            rows.append(cells)
+    return rows
+
+
+def _grid_span(tc: Any) -> int:
+    span = tc.find(f"{_W}tcPr/{_W}gridSpan")
+    value = span.get(f"{_W}val") if span is not None else None
+    return int(value) if value and value.isdigit() else 1
