@@ -67,7 +67,7 @@ def machine() -> str:
 def settings_for(args: argparse.Namespace, store: Path) -> Settings:
     overrides = {"store": store, "embedding_model": args.embedding_model, "embedding_backend": args.embedding_backend,
                  "embedding_url": args.embedding_url, "embedding_api_key": args.embedding_api_key,
-                 "retrieval": args.retrieval}
+                 "retrieval": args.retrieval, "translate_questions": args.translate}
     return Settings.load(config_file=args.config, env={}, overrides=overrides)
 
 
@@ -115,8 +115,9 @@ def ask(rag: RAG, item: dict, docs: Path) -> dict:
         is_hit(doc, item, docs) and float(doc.metadata.get("score", 0.0)) >= rag.settings.min_score for doc in found[:4])
     top = found[0] if found else None
     same_as_k4 = [d.page_content for d in rag.retriever.invoke(item["question"], k=4)] == [d.page_content for d in found[:4]]
+    translation = next((d.metadata["query"] for d in found if "query" in d.metadata), None)
     return {"id": item["id"], "direction": item["direction"], "question": item["question"], "rank": rank,
-            "usable": usable, "same_as_k4": same_as_k4,
+            "usable": usable, "same_as_k4": same_as_k4, "translation": translation,
             "top": None if top is None else {"source": Path(str(top.metadata.get("source", ""))).name,
                                              "page": top.metadata.get("page"),
                                              "score": round(float(top.metadata.get("score", 0.0)), 3),
@@ -145,6 +146,7 @@ def report(results: list[dict]) -> None:
         if r["rank"] is None or r["rank"] > 4:
             top = r["top"] or {}
             print(f"  {r['id']} rank {r['rank'] or '-'}: {r['question']}\n"
+                  f"      searched as: {r.get('translation') or '(as typed)'}\n"
                   f"      top: {top.get('source')} p{top.get('page')} {top.get('score')} {top.get('text')!r}")
     differ = [r["id"] for r in results if not r["same_as_k4"]]
     print(f"\ntop 4 of k={DEPTH} == the k=4 answer (what rag ask retrieves): "
@@ -193,6 +195,8 @@ def main() -> None:
     ap.add_argument("--embedding-url", default=None)
     ap.add_argument("--embedding-api-key", default=None)
     ap.add_argument("--retrieval", default=None, choices=["hybrid", "dense", "bm25"])
+    ap.add_argument("--translate", default=None, choices=["auto", "on", "off"],
+                    help="translate_questions (default: the settings'; off: the question as typed, the baseline)")
     ap.add_argument("--config", default=None, help="a rag.toml to start from (default: ./rag.toml when present)")
     ap.add_argument("--json", default=None, help="write the per-question results here")
     args = ap.parse_args()

@@ -35,6 +35,7 @@ class RAG:
         # model_validate, not model_copy(update=): an override is checked and converted (a str store becomes a Path).
         self.settings = Settings.load(overrides=overrides) if settings is None else Settings.model_validate(
             {**settings.model_dump(), **overrides})
+        self._translations: dict[tuple[str, str], str] = {}  # (question, language) -> the model's translation
         # A part given here fills its cached_property's slot, so it is used instead of being built.
         for name, part in (("embeddings", embeddings), ("llm", llm), ("store", store),
                            ("query_embeddings", query_embeddings)):
@@ -143,8 +144,37 @@ class RAG:
             store = store.result()
         from rag.retrieval.hybrid import HybridRetriever
 
-        return HybridRetriever(store=store, embeddings=embeddings, k=self.settings.k, mode=self.settings.retrieval,
-                               mmr=self.settings.mmr)
+        s = self.settings
+        translating = self.translates
+        return HybridRetriever(store=store, embeddings=embeddings, k=s.k, mode=s.retrieval, mmr=s.mmr,
+                               translate=self.translate if translating else None,
+                               languages=store.languages if translating else None)
+
+    @property
+    def translates(self) -> bool:
+        """Whether cross-lingual questions are translated: the setting, or with "auto" the chat model's own."""
+        from rag.models.packaged import translates
+
+        setting = self.settings.translate_questions
+        return translates(self.settings.model) if setting == "auto" else setting == "on"
+
+    def translate(self, question: str, language: str) -> str:
+        """The chat model's translation of a question into `language` ("en" or "zh"), its reply as given."""
+        from langchain_core.messages import HumanMessage
+
+        from rag.answer.prompts import TRANSLATE
+
+        key = (question, language)
+        if key not in self._translations:  # a question asked again (or for more passages) is not translated again
+            if len(self._translations) >= 256:
+                self._translations.clear()  # a long-running server: keep the memory bounded
+            client = getattr(self.llm, "client", None)
+            if client is not None:
+                client.reset()  # as for answers: the same question translates the same whatever came before
+            # One line is the whole translation: stopping there keeps a model that goes on to answer from costing time.
+            llm = self.llm.bind(seed=self.settings.seed, stop=["\n"])
+            self._translations[key] = str(llm.invoke([HumanMessage(TRANSLATE[language].format(question=question))]).content)
+        return self._translations[key]
 
     def _open_store_for_questions(self):
         from rag.retrieval.hybrid import HybridRetriever  # noqa: F401 (LangChain's retriever stack, imported here too)

@@ -326,8 +326,13 @@ class AnswerChain:
         if not refused and not cited:
             cited = list(range(1, usable + 1))  # uncited answer: show every passage it was given
         out = AddableDict(cited=cited, refused=refused)
-        if usable and not refused and self.support and self.min_support > 0:
-            share = self.support(prompts.answer_facts(answer), [d.page_content for d in sources])
+        passages = [d.page_content for d in sources]
+        facts = prompts.answer_facts(answer)
+        # Words can only be found in passages of the answer's own language: an answer in Chinese from English
+        # passages (a cross-lingual question) is not checked.
+        if (usable and not refused and self.support and self.min_support > 0
+                and prompts.language_of(facts) == prompts.language_of("\n".join(passages))):
+            share = self.support(facts, passages)
             out["support"] = round(share, 4)
             if share < self.min_support:
                 # Words the passages do not hold: the model answered from elsewhere (or invented). Say so.

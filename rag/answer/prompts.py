@@ -76,6 +76,19 @@ CONDENSE = {
     ),
 }
 
+# Cross-lingual questions: the question put into the language of documents written in another one (the key is the
+# language translated into), before retrieval. Names, commands and code stay as typed: they match either way.
+TRANSLATE = {
+    "en": (
+        "Translate this question into English. Keep names, commands, file names, options and code exactly as "
+        "written. Reply with the English question only.\n\nQuestion: {question}\nEnglish:"
+    ),
+    "zh": (
+        "把这个问题翻译成简体中文。名称、命令、文件名、选项和代码保持原样，不要翻译。只输出译好的中文问题。\n\n"
+        "问题：{question}\n中文："
+    ),
+}
+
 def format_context(passages: list[tuple[str, str]]) -> str:
     """Number the passages [1]..[k]; each is (label, text) where the label names file and page."""
     return "\n\n".join(f"[{i}] ({label})\n{text}" for i, (label, text) in enumerate(passages, 1))

@@ -33,6 +33,7 @@ class SplitGGUF:
     part_pattern: str  # file inside that module's folder, e.g. "data/part{n:02d}.bin"
     pip_name: str  # what to pip-install when missing
     answer_style: str = "quote"  # the answer prompt it was measured with (rag.answer.prompts.STYLES)
+    translates: bool = True  # good enough to translate a question between English and Chinese
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class PackagedGGUF:
     file_name: str
     pip_name: str
     answer_style: str = "quote"
+    translates: bool = True
 
 
 QWEN_CODER_1_5B = SplitGGUF(
@@ -64,6 +66,8 @@ SMOLLM2_135M = PackagedGGUF(
     # Asked for "one short sentence with the words of the passage", the 135M model echoes the instruction
     # ("The answer to the question is: [1]"): it keeps the plain request.
     answer_style="brief",
+    # Asked to translate, it answers, echoes or invents; a wrong translation would search for the wrong thing.
+    translates=False,
 )
 PACKAGED_CHAT_MODELS: dict[str, SplitGGUF | PackagedGGUF] = {m.name: m for m in (QWEN_CODER_1_5B, SMOLLM2_135M)}
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -95,6 +99,12 @@ def answer_style(model: str) -> str:
     """The answer prompt for a chat model: a packaged model's own; "quote" for any other (models of 1B and up)."""
     packaged = PACKAGED_CHAT_MODELS.get(model)
     return packaged.answer_style if packaged else "quote"
+
+
+def translates(model: str) -> bool:
+    """Whether a chat model translates cross-lingual questions: a packaged model's own; yes for any other."""
+    packaged = PACKAGED_CHAT_MODELS.get(model)
+    return packaged.translates if packaged else True
 
 
 def _package_dir(module: str) -> Path | None:

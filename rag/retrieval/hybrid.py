@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -20,6 +21,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from rag.lang import language_of
+from rag.retrieval import crosslingual
 from rag.storage.store import Store
 
 # Reciprocal-rank fusion constant. 20 rather than the customary 60: the top of each list counts more, which on
@@ -51,9 +53,19 @@ class HybridRetriever(BaseRetriever):
     source_glob: str | None = None
     mmr: bool = False
 
+    # Cross-lingual questions (rag/retrieval/crosslingual.py): `translate(question, language)` and the store's
+    # `languages()`; None searches every question as typed.
+    translate: Callable[[str, str], str] | None = None
+    languages: Callable[[], dict[str, int]] | None = None
+
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any) -> list[Document]:
         k = kwargs.get("k", self.k)
         mmr = bool(kwargs.get("mmr", self.mmr))
+        if self.translate is None or self.languages is None:
+            return self._search(query, k, mmr)
+        return crosslingual.search(query, k, lambda q: self._search(q, k, mmr), self.translate, self.languages())
+
+    def _search(self, query: str, k: int, mmr: bool) -> list[Document]:
         sources = self._sources()
         if sources is not None and not sources:
             return []  # no ingested file matches the filter

@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rag.config import Settings
+from rag.lang import language_of
 from rag.storage.chroma import Collection, chunk_id, server_url
 from rag.storage.errors import StoreError
 from rag.storage.manifest import MANIFEST_NAME, FileRecord, Manifest
+
+# Files whose language languages() reads: enough to see a second language that more than ~1 file in 500 is in.
+LANGUAGE_SAMPLE = 500
 
 if TYPE_CHECKING:
     from rag.storage.lexical import LexicalIndex
@@ -52,6 +56,7 @@ class Store:
         else:
             self._check_model(recorded)
         self._lexical: LexicalIndex | None = None
+        self._languages: tuple[str, dict[str, int]] | None = None  # (revision, counts): see languages()
         self._lexical_lock = threading.Lock()  # a request and an ingest may both find the index stale
         self._changes = 0  # changes under way in this process: their index is updated when each one ends
         self.lexical_rebuilds = 0  # times the BM25 index was rebuilt from every chunk in Chroma (tests, diagnostics)
@@ -280,6 +285,22 @@ class Store:
 
     def count(self) -> int:
         return self._chunks.count()
+
+    def languages(self) -> dict[str, int]:
+        """The languages the store's files are written in, as language -> files judged (`rag.lang.language_of`
+        of each file's middle chunk; at most LANGUAGE_SAMPLE files, spread evenly, so that a large store answers
+        in one read). Kept until the store's revision changes."""
+        revision = self.revision()
+        if self._languages is None or self._languages[0] != revision:
+            records = [r for r in self.files() if r.chunk_ids]
+            step = max(1, len(records) // LANGUAGE_SAMPLE)
+            ids = [r.chunk_ids[len(r.chunk_ids) // 2] for r in records[::step]]
+            counts: dict[str, int] = {}
+            for text, _meta, _vec in self._chunks.get(ids, with_vectors=False).values() if ids else ():
+                lang = language_of(text)
+                counts[lang] = counts.get(lang, 0) + 1
+            self._languages = (revision, counts)
+        return dict(self._languages[1])
 
     def files(self) -> list[FileRecord]:
         return self.manifest.all()
