@@ -251,6 +251,16 @@ class RAG:
                             self.settings.password, ocr=self.settings.ocr)
         return ingestor.run(flat, prune=prune, progress=progress)
 
+    def watcher(self, *folders: str | Path, debounce: float = 1.0):
+        """A `Watcher` keeping the store in sync with `folders`: `.run(on_batch, stop)` syncs them whole, then
+        each settled batch of changes (a file settles after `debounce` seconds unchanged), until `stop` is set."""
+        from rag.ingest import Ingestor
+        from rag.ingest.watch import Watcher
+
+        ingestor = Ingestor(self.store, lambda: self.embeddings, lambda: self.splitter, self.fingerprint,
+                            self.settings.password, ocr=self.settings.ocr)
+        return Watcher(ingestor, folders, self.settings.store, debounce)
+
     def files(self):
         """Every ingested file, as the manifest knows it."""
         return self.store.files()

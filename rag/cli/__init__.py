@@ -1,5 +1,6 @@
 """The `rag` command: the click group and its commands, each a thin shell over `rag.api.RAG` in a module of
-its own (documents, ask, doctor, config, models, eval, serve, daemon). Only click is imported until a command runs."""
+its own (documents, ask, doctor, config, models, eval, serve, daemon, watch). Only click is imported until a command
+runs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rag.cli import doctor as doctor_cli
 from rag.cli import eval as eval_cli
 from rag.cli import models as models_cli
 from rag.cli import serve as serve_cli
+from rag.cli import watch as watch_cli
 from rag.cli.common import CONTEXT_SETTINGS
 
 
@@ -40,7 +42,8 @@ def main(ctx: click.Context, config: Path | None) -> None:
 
 
 COMMANDS = {**documents.COMMANDS, **ask.COMMANDS, "doctor": doctor_cli.doctor, "config": config_cli.config_,
-            "eval": eval_cli.eval_group, "models": models_cli.models_group, "serve": serve_cli.serve, **daemon_cli.COMMANDS}
+            "eval": eval_cli.eval_group, "models": models_cli.models_group, "serve": serve_cli.serve, **daemon_cli.COMMANDS,
+            **watch_cli.COMMANDS}
 for _name, _command in COMMANDS.items():
     main.add_command(_command, name=_name)
 
