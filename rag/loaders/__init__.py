@@ -34,12 +34,13 @@ OCR_MODES = ("auto", "always", "never")
 
 
 def load_file(path: Path | str, *, password: str | None = None, ocr: str = "auto",
-              ocr_progress: Callable[[int, int], None] | None = None) -> Loaded:
+              ocr_progress: Callable[[int, int], None] | None = None, pdf_tables: bool = True) -> Loaded:
     """Load one file by suffix; raise `LoadError` (never anything else) if it cannot be read.
 
     `ocr` (PDF only): "auto" reads pages whose text layer is missing or garbage by OCR, "always" every page,
     "never" none (those pages are then reported in a warning). `ocr_progress(done, total)` is called after
-    each OCR'd page (OCR takes seconds a page)."""
+    each OCR'd page (OCR takes seconds a page). `pdf_tables` (PDF only): ruled tables become Markdown tables
+    (pdfplumber, on pages that draw lines); False reads every page as plain text."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
@@ -48,5 +49,5 @@ def load_file(path: Path | str, *, password: str | None = None, ocr: str = "auto
         raise ValueError(f"ocr must be one of {OCR_MODES}")
     with as_load_error(path):
         if suffix == ".pdf":
-            return load_pdf(path, password, ocr, ocr_progress)
+            return load_pdf(path, password, ocr, ocr_progress, pdf_tables)
         return _LOADERS[suffix](path, password)

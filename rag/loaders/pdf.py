@@ -1,5 +1,6 @@
 """Reading PDFs with pypdf, a document per page: open (decrypting with the password), read each page's text
-layer, send the pages whose layer is missing or junk to OCR (ocr.py), and report what stayed unread."""
+layer (ruled tables as Markdown, pdf_tables.py), send the pages whose layer is missing or junk to OCR (ocr.py),
+and report what stayed unread."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from langchain_core.documents import Document
 
 from rag.loaders import ocr
+from rag.loaders.pdf_tables import TableFinder, may_hold_table, text_with_tables
 from rag.loaders.common import (
     LoadError, Loaded, check_readable, describe, metadata, normalise, one_line, page_list, plural,
 )  # fmt: skip
@@ -55,8 +57,8 @@ class _Pages:
 
 
 def load_pdf(path: Path | str, password: str | None, ocr_mode: str = "auto",
-             ocr_progress: Progress | None = None) -> Loaded:
-    """The PDF's pages as documents; `ocr_mode` and `ocr_progress` as in `rag.loaders.load_file`."""
+             ocr_progress: Progress | None = None, tables: bool = True) -> Loaded:
+    """The PDF's pages as documents; `ocr_mode`, `ocr_progress` and `tables` as in `rag.loaders.load_file`."""
     check_readable(path)
     if ocr_mode == "always" and not ocr.available():
         # Every page goes to OCR in this mode: without it the file would silently give nothing.
@@ -67,7 +69,12 @@ def load_pdf(path: Path | str, password: str | None, ocr_mode: str = "auto",
         if count == 0:
             return Loaded(documents=[], pages=0, warnings=[f"{path}: PDF has no pages, nothing ingested"])
         pages = _Pages(source=str(path), count=count, title=_pdf_title(reader))
-        _read_text_layer(reader, pages, ocr_mode)
+        finder = TableFinder(path, password if reader.is_encrypted else None) if tables else None
+        try:
+            _read_text_layer(reader, pages, ocr_mode, finder)
+        finally:
+            if finder is not None:
+                finder.close()
         if ocr_mode != "never" and pages.unread():
             _read_by_ocr(path, password if reader.is_encrypted else None, pages, ocr_progress)
         if ocr_mode == "always":
@@ -124,11 +131,13 @@ def _clean(text: str) -> str:
     return repair_cjk_spaces(normalise(text)).strip()
 
 
-def _read_text_layer(reader: Any, pages: _Pages, ocr_mode: str) -> None:
+def _read_text_layer(reader: Any, pages: _Pages, ocr_mode: str, finder: TableFinder | None) -> None:
     """Each page's text layer becomes a document, or the page is filed as empty, garbage or failed."""
     for number in range(1, pages.count + 1):
         try:
             raw = reader.pages[number - 1].extract_text() or ""
+            if finder is not None and raw.strip() and ocr_mode != "always":
+                raw = _with_tables(reader.pages[number - 1], number, raw, finder)
         except Exception as exc:
             pages.failed.append(number)
             pages.first_failure = pages.first_failure or describe(exc)
@@ -140,6 +149,17 @@ def _read_text_layer(reader: Any, pages: _Pages, ocr_mode: str) -> None:
             pages.garbage.append(number)
         else:
             pages.add(number, text)
+
+
+def _with_tables(page: Any, number: int, raw: str, finder: TableFinder) -> str:
+    """The page's text with its ruled tables as Markdown; its plain text if it has none or pdfplumber fails."""
+    if not may_hold_table(page):
+        return raw
+    try:
+        found = finder.tables(number)
+        return text_with_tables(page, found) if found else raw
+    except Exception:  # table finding is a bonus: a page pdfplumber cannot read keeps pypdf's text
+        return raw
 
 
 def _read_by_ocr(path: Path | str, password: str | None, pages: _Pages, progress: Progress | None) -> None:
