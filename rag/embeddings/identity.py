@@ -1,7 +1,17 @@
-"""The identity under which the store records an embedding model (imports nothing: a command that only compares
-it, such as a re-ingest with nothing to do, loads no embedding code)."""
+"""The identity under which the store records an embedding model, and the packaged models' names (imports
+nothing: a command that only compares them, such as a re-ingest with nothing to do, loads no embedding code)."""
 
 from __future__ import annotations
+
+AUTO = "auto"  # a new store takes MINILM, or E5 when its first ingest holds Chinese text (rag.ingest.embedder)
+MINILM = "all-MiniLM-L6-v2"
+E5 = "multilingual-e5-small"
+
+
+def tokenizer_model(name: str) -> str:
+    """The sentence-transformers model whose tokenizer measures chunks: MiniLM's for e5 (whose engine has no
+    tokenizer.json), so that an e5 store holds the very chunks a MiniLM store would."""
+    return MINILM if name in (AUTO, E5) else name
 
 
 def embedding_identity(name: str, url: str | None) -> str:
