@@ -37,24 +37,41 @@ class RAG:
             {**settings.model_dump(), **overrides})
         self._translations: dict[tuple[str, str], str] = {}  # (question, language) -> the model's translation
         # A part given here fills its cached_property's slot, so it is used instead of being built.
-        for name, part in (("embeddings", embeddings), ("llm", llm), ("store", store),
-                           ("query_embeddings", query_embeddings)):
-            if part is not None:
-                self.__dict__[name] = part
+        given = {"embeddings": embeddings, "llm": llm, "store": store, "query_embeddings": query_embeddings}
+        self._given = {name for name, part in given.items() if part is not None}
+        for name in self._given:
+            self.__dict__[name] = given[name]
 
     # --- the parts, each built on first use ---
     @cached_property
+    def embedding_model(self) -> str:
+        """The embedding model in use: the setting, or with "auto" the one the store records; MiniLM for a store
+        with nothing in it yet (whose first ingest may choose multilingual-e5-small: `ingest`), for a remote
+        embedder, and beside embeddings or a store given ready-made."""
+        from rag.embeddings.identity import AUTO, MINILM
+        from rag.ingest.embedder import recorded_model
+
+        name = self.settings.embedding_model
+        if name != AUTO:
+            return name
+        if self.settings.embedding_url or self._given & {"embeddings", "store"}:
+            return MINILM
+        return recorded_model(self.settings) or MINILM
+
+    @cached_property
     def embedding_model_dir(self) -> Path:
+        """The sentence-transformers folder whose tokenizer measures chunks (MiniLM's for multilingual-e5-small)."""
+        from rag.embeddings.identity import tokenizer_model
         from rag.models.packaged import embedding_model_path
 
-        return embedding_model_path(self.settings.embedding_model)
+        return embedding_model_path(tokenizer_model(self.embedding_model))
 
     @cached_property
     def embeddings(self):
-        """The LangChain `Embeddings`: the local model (loads torch), or the endpoint at `embedding_url`."""
+        """The LangChain `Embeddings`: the local model (MiniLM loads torch), or the endpoint at `embedding_url`."""
         from rag.embeddings import make_embeddings
 
-        return make_embeddings(self.settings)
+        return make_embeddings(self.settings, name=self.embedding_model)
 
     @cached_property
     def query_embeddings(self):
@@ -63,15 +80,17 @@ class RAG:
         if "embeddings" in self.__dict__:
             return self.embeddings
         from rag.embeddings import make_query_embeddings
+        from rag.embeddings.identity import E5
 
-        return make_query_embeddings(self.settings, None if self.settings.embedding_url else self.embedding_model_dir)
+        local = not self.settings.embedding_url and self.embedding_model != E5  # a sentence-transformers folder
+        return make_query_embeddings(self.settings, self.embedding_model_dir if local else None, self.embedding_model)
 
     @property
     def embedding_identity(self) -> str:
         """The embedding model as the store records it: its name, plus its URL when it is remote."""
         from rag.embeddings import embedding_identity
 
-        return embedding_identity(self.settings.embedding_model, self.settings.embedding_url)
+        return embedding_identity(self.embedding_model, self.settings.embedding_url)
 
     @cached_property
     def store(self):
@@ -239,6 +258,7 @@ class RAG:
         flat: list[str | Path] = []
         for p in paths:
             flat.extend([p] if isinstance(p, (str, Path)) else p)
+        self._choose_embedding_model(flat)
         # The embedder and the splitter are loaded only when a file needs reading: a re-ingest with nothing to
         # do settles every file from the manifest without importing torch.
         if self.settings.ray_address:
@@ -249,7 +269,44 @@ class RAG:
                 return ingestor.run(flat, prune=prune, progress=progress)
         ingestor = Ingestor(self.store, lambda: self.embeddings, lambda: self.splitter, self.fingerprint,
                             self.settings.password, ocr=self.settings.ocr)
-        return ingestor.run(flat, prune=prune, progress=progress)
+        report = ingestor.run(flat, prune=prune, progress=progress)
+        report.warnings.extend(self._embedding_advice(report.ingested))
+        return report
+
+    # Built for one embedding model: forgotten when a new store's first ingest chooses another.
+    _EMBEDDING_PARTS = ("embedding_model", "embedding_model_dir", "embeddings", "query_embeddings", "store",
+                        "splitter", "retriever", "chain")
+
+    def _choose_embedding_model(self, paths: list[str | Path]) -> None:
+        """embedding_model "auto" over a store with nothing in it yet: multilingual-e5-small when the files hold
+        Chinese text, else MiniLM (rag.ingest.embedder); the store then records it for every later run."""
+        from rag.embeddings.identity import AUTO
+        from rag.ingest.embedder import for_new_store, recorded_model
+
+        s = self.settings
+        if s.embedding_model != AUTO or s.embedding_url or self._given & {"embeddings", "store"}:
+            return
+        if recorded_model(s) is not None:
+            return
+        chosen = for_new_store(paths, s.password)
+        if chosen != self.embedding_model:
+            for part in self._EMBEDDING_PARTS:
+                if part not in self._given:
+                    self.__dict__.pop(part, None)
+            self.__dict__["embedding_model"] = chosen
+
+    def _embedding_advice(self, ingested: list[str]) -> list[str]:
+        """One line when Chinese text went into a MiniLM store (MiniLM reads Chinese as unknown word pieces)."""
+        from rag.embeddings.identity import E5, MINILM
+        from rag.ingest.embedder import holds_chinese
+
+        if self.embedding_model != MINILM or self.settings.embedding_url or not ingested:
+            return []
+        if not holds_chinese(ingested, self.settings.password):
+            return []
+        return [f"{self.settings.store}: Chinese text in a store embedded with {MINILM}, which cannot read Chinese: "
+                f"for Chinese and cross-lingual questions re-embed with `rag reset` then `rag ingest "
+                f"--embedding-model {E5} ...`"]
 
     def watcher(self, *folders: str | Path, debounce: float = 1.0):
         """A `Watcher` keeping the store in sync with `folders`: `.run(on_batch, stop)` syncs them whole, then

@@ -46,7 +46,7 @@ class Settings(BaseModel):
 
     # --- models ---
     cache_dir: Path = Field(default_factory=lambda: _default_cache_dir(os.environ), description="Where the packaged chat model is joined and cached.")
-    embedding_model: str = Field("all-MiniLM-L6-v2", description="'all-MiniLM-L6-v2' (packaged) or a sentence-transformers model folder.")
+    embedding_model: str = Field("auto", description="'auto' (a new store takes all-MiniLM-L6-v2, or multilingual-e5-small when the files of its first ingest hold Chinese text; then the model the store records), 'all-MiniLM-L6-v2' (packaged; English), 'multilingual-e5-small' (packaged, 4-bit; Chinese and English, cross-lingual; embeds ~5x slower) or a sentence-transformers model folder. A store keeps the model it was built with: another one needs `rag reset` and a new ingest.")
     embedding_batch_size: int = Field(32, ge=1, description="Chunks per embedding batch.")
     embedding_backend: Literal["auto", "torch", "bf16"] = Field("auto", description="How the local embedding model runs: torch (float32), bf16 (the model run by OpenVINO in bfloat16; fast on CPUs with AMX or AVX512-BF16), or auto (bf16 where the CPU does it in hardware).")
     model: str = Field("qwen2.5-coder-1.5b", description="Chat model: 'qwen2.5-coder-1.5b' (packaged default), 'smollm2-135m' (packaged, tiny) or a GGUF path.")

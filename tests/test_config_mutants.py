@@ -87,7 +87,7 @@ def test_a_failed_write_leaves_the_file_whole_and_no_temporary_file(tmp_path):
 
 DEFAULTS = {
     "store": Path("vectorstore"), "collection": "documents", "chroma_host": None, "chroma_port": 8000,
-    "embedding_model": "all-MiniLM-L6-v2", "embedding_batch_size": 32, "embedding_backend": "auto",
+    "embedding_model": "auto", "embedding_batch_size": 32, "embedding_backend": "auto",
     "model": "qwen2.5-coder-1.5b", "models_dir": None, "memory_check": True, "n_ctx": 4096, "n_threads": None,
     "n_batch": 512, "n_gpu_layers": 0, "temperature": 0.0, "max_tokens": 512, "seed": 42, "llm_url": None,
     "chunk_size": 200, "chunk_overlap": 30, "k": 4, "retrieval": "hybrid", "min_score": 0.3, "mmr": False,

@@ -25,12 +25,16 @@ from rag.cli.common import (EXIT_SOME_FAILED, EXIT_USER_ERROR, IngestProgress, h
 @click.option("--ray", "ray_address", metavar="ADDRESS", default=None,
               help="Read and embed on a Ray cluster: its head's host:port, or 'auto' for the cluster this machine "
                    "belongs to (env RAG_RAY_ADDRESS; needs pip install 'rag[ray]'). The store is written from here.")
+@click.option("--embedding-model", default=None,
+              help="Embedding model of a new store: auto (default: multilingual-e5-small when the files hold Chinese "
+                   "text, else all-MiniLM-L6-v2), all-MiniLM-L6-v2, multilingual-e5-small, or a sentence-transformers "
+                   "folder. A store keeps the model it was built with (another needs rag reset first).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 @handle_errors
 def ingest(ctx: click.Context, paths: tuple[Path, ...], store: Path | None, prune: bool, password: str | None,
            ocr: str | None, chunk_size: int | None, chunk_overlap: int | None, ray_address: str | None,
-           quiet: bool) -> None:
+           embedding_model: str | None, quiet: bool) -> None:
     """Index files and folders (recursively) into the store.
 
     Unchanged files are skipped, changed files are replaced, and a file that cannot be read is reported
@@ -38,7 +42,7 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...], store: Path | None, prun
     chunk settings do). Exit code 0 when every file went in, 3 when some could not be read.
     """
     rag = make_rag(ctx, store=store, password=password, ocr=ocr, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                   ray_address=ray_address)
+                   ray_address=ray_address, embedding_model=embedding_model)
     bar = IngestProgress(enabled=not quiet)
     try:
         report = rag.ingest(*paths, prune=prune, progress=bar)
@@ -126,7 +130,7 @@ def stats(ctx: click.Context, store: Path | None) -> None:
     files = rag.files()
     size = sum(p.stat().st_size for p in Path(rag.settings.store).rglob("*") if p.is_file())
     click.echo(f"store: {rag.settings.store}\nfiles: {len(files)}\npages: {sum(f.pages for f in files)}\n"
-               f"chunks: {rag.store.count()}\nembedding model: {rag.settings.embedding_model}\n"
+               f"chunks: {rag.store.count()}\nembedding model: {rag.embedding_model}\n"
                f"disk: {size / 1e6:.1f} MB")
     pending = [f.source for f in files if f.status != "done"]
     if pending:

@@ -59,6 +59,9 @@ class Manifest:
     def all(self) -> list[FileRecord]:
         return [_record(r) for r in self._db.execute("SELECT * FROM files ORDER BY source")]
 
+    def has_files(self) -> bool:
+        return self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
+
     def put(self, rec: FileRecord) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?)",

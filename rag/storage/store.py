@@ -9,7 +9,7 @@ import fcntl
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +54,7 @@ class Store:
         if recorded is None:
             self.open()  # and check the model the collection records
         else:
-            self._check_model(recorded)
+            self._check_model(recorded, empty=lambda: not self.manifest.has_files())
         self._lexical: LexicalIndex | None = None
         self._languages: tuple[str, dict[str, int]] | None = None  # (revision, counts): see languages()
         self._lexical_lock = threading.Lock()  # a request and an ingest may both find the index stale
@@ -69,7 +69,10 @@ class Store:
             if self._collection is None:
                 chunks = Collection(self._settings, self._embedding_name)
                 found = chunks.embedding_model() or self._embedding_name
-                self._check_model(found)
+                self._check_model(found, empty=lambda: chunks.count() == 0)
+                if found != self._embedding_name:
+                    chunks.drop()  # empty: made anew under this model
+                    found = self._embedding_name
                 if not self.server and self.manifest.get_meta(EMBEDDING_MODEL_KEY) != found:
                     self.manifest.set_meta(EMBEDDING_MODEL_KEY, found)
                 self._collection = chunks
@@ -79,8 +82,10 @@ class Store:
         """Open the vector collection now, rather than on first use (to overlap its import with other work)."""
         self._chunks  # noqa: B018
 
-    def _check_model(self, found: str) -> None:
-        if found != self._embedding_name:
+    def _check_model(self, found: str, empty: Callable[[], bool]) -> None:
+        # A store with nothing in it (opened for a question before any ingest, or emptied) takes the model of its
+        # first ingest, which `embedding_model = "auto"` may choose from the files' language.
+        if found != self._embedding_name and not empty():
             raise StoreError(
                 f"{self.root}: store was built with embedding model {found!r}, not {self._embedding_name!r}; "
                 "run `rag reset` (then ingest again) or choose another --store"

@@ -1,0 +1,80 @@
+"""Which embedding model a store takes with `embedding_model = "auto"`: the one it records once it holds files;
+a store with nothing in it yet takes MiniLM unless the files of its first ingest hold Chinese text, then
+multilingual-e5-small (MiniLM reads Chinese as unknown word pieces: benchmarks/notes/embedder-choice.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rag.embeddings.identity import E5, MINILM
+from rag.ingest.discover import discover
+from rag.lang import language_of
+
+if TYPE_CHECKING:
+    from rag.config import Settings
+
+# Text read per file to tell its language: a PDF's text layer on a few pages spread through it, no OCR.
+SAMPLE_CHARS = 20_000
+SAMPLE_PAGES = 6
+
+
+def recorded_model(settings: Settings) -> str | None:
+    """The model a store that holds files records (manifest of an embedded store, collection of a Chroma server);
+    None for a store that does not exist yet or is empty (its first ingest chooses)."""
+    from rag.storage.manifest import MANIFEST_NAME, Manifest
+    from rag.storage.store import EMBEDDING_MODEL_KEY
+
+    if settings.chroma_host:
+        from rag.storage.chroma import Collection
+
+        chunks = Collection(settings, MINILM)
+        return chunks.embedding_model() if chunks.count() else None
+    path = Path(settings.store) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    manifest = Manifest(path)
+    try:
+        return manifest.get_meta(EMBEDDING_MODEL_KEY) if manifest.has_files() else None
+    finally:
+        manifest.close()
+
+
+def for_new_store(paths: Iterable[Path | str], password: str | None = None) -> str:
+    """multilingual-e5-small when any of the files (folders searched as `rag ingest` does) holds mostly Chinese
+    text, else MiniLM."""
+    files, _errors = discover(list(paths))
+    return E5 if any(language_of(sample_text(f, password)) == "zh" for f in files) else MINILM
+
+
+def holds_chinese(paths: Iterable[Path | str], password: str | None = None) -> bool:
+    return for_new_store(paths, password) == E5
+
+
+def sample_text(path: Path, password: str | None = None) -> str:
+    """Up to SAMPLE_CHARS of the file's text: a PDF's text layer on SAMPLE_PAGES pages spread through it (reading
+    every page twice would double a first ingest's parse), any other file as the loaders read it; "" when it
+    cannot be read (the ingest reports that)."""
+    from rag.loaders import LoadError, load_file
+
+    try:
+        if path.suffix.lower() == ".pdf":
+            return _pdf_sample(path, password)
+        loaded = load_file(path, password=password, ocr="never")
+    except (LoadError, OSError, ValueError):
+        return ""
+    return "\n".join(d.page_content for d in loaded.documents)[:SAMPLE_CHARS]
+
+
+def _pdf_sample(path: Path, password: str | None) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    try:
+        reader = PdfReader(str(path), password=password)
+        n = len(reader.pages)
+        picks = sorted({round(i * (n - 1) / max(SAMPLE_PAGES - 1, 1)) for i in range(SAMPLE_PAGES)}) if n else []
+        return "\n".join(reader.pages[i].extract_text() or "" for i in picks)[:SAMPLE_CHARS]
+    except (PyPdfError, OSError, ValueError, KeyError, TypeError):
+        return ""
