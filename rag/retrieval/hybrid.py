@@ -3,7 +3,8 @@ both fused by weighted reciprocal rank, optionally diversified by maximal margin
 
 Every Document carries, in its metadata, `cosine` (similarity of its vector to the question's), `coverage` (the
 IDF-weighted share of the question's words it contains, see `LexicalIndex.coverage`) and `score`, the relevance
-that `min_score` judges: the cosine, except for Chinese questions, where it is the coverage (MiniLM reads most
+that `min_score` judges: the cosine (or the embedder's own relevance, see `reads_and_relevance`), except where
+the embedder does not read the question's language: for MiniLM and Chinese it is the coverage (MiniLM reads most
 Chinese as [UNK], so its cosine does not tell a passage that answers from one that does not:
 benchmarks/notes/eval-findings.md)."""
 
@@ -70,6 +71,7 @@ class HybridRetriever(BaseRetriever):
         if sources is not None and not sources:
             return []  # no ingested file matches the filter
         vector = self.embeddings.embed_query(query)
+        reads, relevance = reads_and_relevance(self.embeddings, language_of(query))
         want = MMR_FETCH * k if mmr else k
         pool = max(4 * want, POOL_MIN)
         found: dict[str, tuple[str, dict, float]] = {}
@@ -79,7 +81,7 @@ class HybridRetriever(BaseRetriever):
             where = None if sources is None else {"source": {"$in": sources}} if len(sources) > 1 else {"source": sources[0]}
             dense = self.store.query(vector, pool if self.mode == "hybrid" else want, where=where)
             found.update({cid: (text, meta, score) for cid, text, meta, score in dense})
-            weight = DENSE_WEIGHT.get(language_of(query), 1.0) if self.mode == "hybrid" else 1.0
+            weight = (1.0 if reads else DENSE_WEIGHT.get(language_of(query), 1.0)) if self.mode == "hybrid" else 1.0
             for rank, (cid, *_rest) in enumerate(dense):
                 fused[cid] = weight / (RRF_K + rank + 1)
                 tie[cid] = 1.0 / (RRF_K + rank + 1)
@@ -96,11 +98,10 @@ class HybridRetriever(BaseRetriever):
         found.update(self.store.get([cid for cid in top if cid not in found], vector))
         top = [cid for cid in top if cid in found]
         coverage = self.store.lexical().coverage(query, {cid: found[cid][0] for cid in top}) if top else {}
-        chinese = language_of(query) == "zh"
         docs = []
         for cid in top:
             text, meta, cosine = found[cid]
-            score = coverage[cid] if chinese else cosine
+            score = relevance(cosine) if reads else coverage[cid]
             docs.append(Document(page_content=text, id=cid, metadata={
                 **meta, "score": round(score, 4), "cosine": round(cosine, 4), "coverage": round(coverage[cid], 4)}))
         return docs
@@ -137,6 +138,14 @@ class HybridRetriever(BaseRetriever):
         # Chroma's `where` has no glob; the manifest knows every source, so the glob becomes a list of paths.
         return [r.source for r in self.store.files()
                 if fnmatch.fnmatch(r.source, self.source_glob) or fnmatch.fnmatch(r.source.rsplit("/", 1)[-1], self.source_glob)]
+
+
+def reads_and_relevance(embeddings: Embeddings, language: str) -> tuple[bool, Callable[[float], float]]:
+    """Whether the embedder's vectors read `language` ("en", "zh"), and how its cosine becomes the relevance that
+    min_score judges, through its `reads` and `relevance` methods (multilingual-e5-small's); an embedder without
+    them is taken as MiniLM: it reads English, not Chinese (DENSE_WEIGHT), and its cosine is the relevance."""
+    reads, relevance = getattr(embeddings, "reads", None), getattr(embeddings, "relevance", None)
+    return (reads(language) if reads else language != "zh"), (relevance or float)
 
 
 def _dot(a: list[float], b: list[float]) -> float:
