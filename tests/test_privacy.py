@@ -5,6 +5,7 @@ written is inspected (no patching of Python's socket)."""
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -126,15 +127,7 @@ def traced_serve(args: list[str], env: dict, log: Path) -> dict:
         with urllib.request.urlopen(request, timeout=900) as resp:
             answer = json.loads(resp.read())
     finally:
-        # The server is strace's child: signal it, not strace (which would only detach).
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split() if proc.poll() is None else []
-        for child in children:
-            os.kill(int(child), signal.SIGINT)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_traced(proc, signal.SIGINT, proc.kill)
     return {"returncode": proc.returncode, "stderr": proc.stderr.read(), "answer": answer}
 
 
@@ -212,3 +205,70 @@ def test_the_checks_can_fail(tmp_path):
     subprocess.run([STRACE, "-f", "-qq", "-e", f"trace={SYSCALLS}", "-o", str(log), sys.executable, "-c", code], check=True, timeout=60)
     assert any("192.0.2.1" in line for line in outside_connections(log))
     assert any("elsewhere.txt" in line for line in writes_outside(log, [str(tmp_path / "allowed")]))
+
+
+def test_ingest_on_a_ray_cluster_stays_on_the_machine():
+    """A Ray head started as the README says (`ray start --head` with its variables and ~/ray_bootstrap_config.yaml)
+    and `rag ingest --ray` against it, each under strace -f: no connection leaves the machine. Ray talks over the
+    node's own routable address (it picks it even when told 127.0.0.1: ray #26293), so this machine's addresses
+    (`hostname -I`) count as local; the cloud metadata (169.254.169.254, metadata.google.internal) and Ray's usage
+    server are not."""
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'rag[ray]')")
+    root = Path(tempfile.mkdtemp(prefix="ragr-"))  # short: Ray's Unix sockets live under its temp folder
+    try:
+        env, _allowed, store = private_env(root)
+        (root / "home" / "ray_bootstrap_config.yaml").write_text("{}\n")
+        env.update(RAY_USAGE_STATS_ENABLED="0", RAY_USAGE_STATS_REPORT_URL="http://127.0.0.1:9/")
+        own = set(subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=True).stdout.split())
+        head_log, ingest_log = root / "head.strace", root / "ingest.strace"
+        port = str(_free_port())
+        ray_exe = str(Path(sys.executable).with_name("ray"))
+        head = subprocess.Popen([STRACE, "-f", "-qq", "-e", f"trace={SYSCALLS}", "-o", str(head_log), ray_exe, "start",
+                                 "--head", "--port", port, "--num-cpus", "1", "--include-dashboard=false",
+                                 "--disable-usage-stats", "--temp-dir", str(root / "ray"), "--block"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            seen = ""
+            while "Ray runtime started" not in seen and head.poll() is None:
+                seen += head.stdout.readline()
+            assert "Ray runtime started" in seen, seen[-2000:]
+            docs = root / "docs"
+            docs.mkdir()
+            for md in DATA.glob("*.md"):
+                shutil.copy2(md, docs / md.name)
+            ingest = traced(["ingest", str(docs), "--store", str(store), "--ray", f"127.0.0.1:{port}", "-q",
+                             "--ocr", "never"], env, ingest_log)
+            assert ingest.returncode == 0, ingest.stderr[-2000:]
+            assert ingest.stdout.startswith("2 files: 2 ingested, "), ingest.stdout
+        finally:
+            # `ray start --block` stops the processes it started on SIGTERM; else this test's session goes.
+            stop_traced(head, signal.SIGTERM, lambda: os.killpg(head.pid, signal.SIGKILL))
+        for log in (head_log, ingest_log):
+            text = log.read_text(errors="replace")
+            assert "connect(" in text  # the trace really recorded the run's connections
+            bad = [line for line in outside_connections(log) if not any(f'"{a}"' in line for a in own)]
+            assert bad == [], (log.name, bad[:5])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def stop_traced(proc: subprocess.Popen, sig: int, last_resort) -> None:
+    """Signal the traced command (strace's child: signalling strace would only detach it), wait for the trace to
+    end; `last_resort()` if it has not within 120 s."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split() if proc.poll() is None else []
+    for child in children:
+        os.kill(int(child), sig)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        last_resort()
+        proc.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

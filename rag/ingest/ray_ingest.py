@@ -34,6 +34,7 @@ INSTALL = "pip install 'rag[ray]'"
 # Ray's own switch, read by the head and by each worker; rag sets it for every process it starts on Ray.
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
 READ_RETRIES = 3  # a read task lost with its worker or node is run again this many times
+log = logging.getLogger(__name__)
 
 
 def import_ray() -> Any:
@@ -53,8 +54,9 @@ def connected(address: str) -> Iterator[Any]:
         yield ray
         return
     try:
-        ray.init(address=address, runtime_env={"env_vars": RAY_ENV}, logging_level=logging.WARNING,
-                 log_to_driver=False, configure_logging=False)
+        # include_dashboard: only heeded when ray.init starts a cluster ("local"), which then has none.
+        ray.init(address=address, runtime_env={"env_vars": RAY_ENV}, include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=False, configure_logging=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise ConfigError(f"ray_address {address!r}: cannot join the Ray cluster ({one_line(exc)})") from None
     try:
@@ -107,6 +109,8 @@ class RayEmbeddings:
         self.actors = [actor.remote(self.settings) for _ in range(self.size)]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
         if not self.actors:
             self._start()
         share = -(-len(texts) // len(self.actors))
@@ -126,6 +130,8 @@ class RayEmbeddings:
     def _drop(self, actor: Any) -> None:
         if actor in self.actors:
             self.actors.remove(actor)
+            log.warning("an embedding actor was lost (its worker or node died): its chunks go to the %d left",
+                        len(self.actors))
         if not self.actors:  # every actor gone: new ones, wherever the cluster has room
             self._start()
 
