@@ -265,7 +265,9 @@ class RAG:
             from rag.ingest.ray_ingest import import_ray, ray_ingestor
 
             import_ray()  # a missing extra is said before the store is opened
-            with ray_ingestor(self.store, self.settings, lambda: self.splitter, self.fingerprint) as ingestor:
+            # The Ray actors build their embedder from the settings: the model this store uses, "auto" resolved.
+            resolved = self.settings.model_copy(update={"embedding_model": self.embedding_model})
+            with ray_ingestor(self.store, resolved, lambda: self.splitter, self.fingerprint) as ingestor:
                 return ingestor.run(flat, prune=prune, progress=progress)
         ingestor = Ingestor(self.store, lambda: self.embeddings, lambda: self.splitter, self.fingerprint,
                             self.settings.password, ocr=self.settings.ocr)
