@@ -167,7 +167,7 @@ class RAG:
         translating = self.translates
         return HybridRetriever(store=store, embeddings=embeddings, k=s.k, mode=s.retrieval, mmr=s.mmr,
                                translate=self.translate if translating else None,
-                               languages=store.languages if translating else None)
+                               languages=store.languages if translating else None, relevance_floor=s.min_score)
 
     @property
     def translates(self) -> bool:

@@ -67,6 +67,19 @@ def test_search_over_a_mixed_store_fuses_both_and_a_one_language_store_translate
     assert [d.id for d in search("How?", 4, find, never, {"en": 5})] == ["How?-1", "shared"]
 
 
+def test_a_mixed_store_fuses_relevant_passages_first():
+    def scored(cid: str, score: float) -> Document:
+        return Document(cid, id=cid, metadata={"score": score})
+
+    lists = {"Where do pelicans nest?": [scored("nest", 0.7), scored("diet", 0.5), scored("flight", 0.2)],
+             "鹈鹕在哪里筑巢？": [scored("rust-zh", 0.1), scored("nest-zh", 0.4)]}
+    found = search("Where do pelicans nest?", 4, lists.__getitem__, lambda q, lang: "鹈鹕在哪里筑巢？",
+                   {"en": 5, "zh": 1}, floor=0.3)
+    # The relevant ones first (rust-zh set aside, nest-zh heads its list: 1/21 like nest, diet 1/22), then the rest
+    # by their rank in the unfiltered lists (rust-zh 1/21 before flight 1/23).
+    assert [d.id for d in found] == ["nest", "nest-zh", "diet", "rust-zh"]
+
+
 def test_store_languages_reads_each_file(small_rag):
     # data/: R-FAQ.pdf, the pypdf page and the OCR'd scan in English, the Rust chapter in Chinese.
     assert small_rag.store.languages() == {"en": 3, "zh": 1}

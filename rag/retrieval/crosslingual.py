@@ -14,12 +14,14 @@ RRF_K = 20
 
 
 def search(query: str, k: int, find: Callable[[str], list[Document]], translate: Callable[[str, str], str],
-           languages: dict[str, int]) -> list[Document]:
+           languages: dict[str, int], floor: float = 0.0) -> list[Document]:
     """`find(query)`, and when the store holds files in another language than the question's (`languages`:
     language -> files), `find` of the question translated into it (`translate(question, language)`). Over a store
     with no file in the question's own language only the translation is searched (the question as typed would
-    match nothing but the names both share, which the translation keeps). Documents found through the translation
-    carry it in `metadata["query"]`."""
+    match nothing but the names both share, which the translation keeps). Over a store in both, the two lists are
+    fused, passages whose relevance (`metadata["score"]`) reaches `floor` first: the other language's best match
+    for a question its files do not answer must not push out a relevant one. Documents found through the
+    translation carry it in `metadata["query"]`."""
     own = language_of(query)
     others = sorted(set(languages) - {own})
     translation = usable_translation(query, translate(query, others[0]), others[0]) if others else None
@@ -28,7 +30,11 @@ def search(query: str, k: int, find: Callable[[str], list[Document]], translate:
     found = [Document(d.page_content, id=d.id, metadata={**d.metadata, "query": translation}) for d in find(translation)]
     if own not in languages:
         return found
-    return fuse([find(query), found], k)
+    lists = [find(query), found]
+    relevant = [[d for d in docs if d.metadata.get("score", 0.0) >= floor] for docs in lists]
+    fused = fuse(relevant, k)
+    # Fewer than k relevant: the rest by rank, for display beside a refusal or for a lower min_score per call.
+    return fused + [d for d in fuse(lists, 2 * k) if d.id not in {f.id for f in fused}][:k - len(fused)]
 
 
 def usable_translation(question: str, text: str, target: str) -> str | None:

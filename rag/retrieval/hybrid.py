@@ -58,13 +58,15 @@ class HybridRetriever(BaseRetriever):
     # `languages()`; None searches every question as typed.
     translate: Callable[[str, str], str] | None = None
     languages: Callable[[], dict[str, int]] | None = None
+    relevance_floor: float = 0.0  # min_score: which of a mixed store's two lists' passages are fused first
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any) -> list[Document]:
         k = kwargs.get("k", self.k)
         mmr = bool(kwargs.get("mmr", self.mmr))
         if self.translate is None or self.languages is None:
             return self._search(query, k, mmr)
-        return crosslingual.search(query, k, lambda q: self._search(q, k, mmr), self.translate, self.languages())
+        return crosslingual.search(query, k, lambda q: self._search(q, k, mmr), self.translate, self.languages(),
+                                   self.relevance_floor)
 
     def _search(self, query: str, k: int, mmr: bool) -> list[Document]:
         sources = self._sources()
