@@ -24,12 +24,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 DEFAULT = REPO.parent / "shared" / "corpus" / "docs"
 
 
-def ingest(paths: list[str], store: Path, ray_address: str | None, batch_size: int) -> dict:
+def ingest(paths: list[str], store: Path, ray_address: str | None, batch_size: int, model: str = "all-MiniLM-L6-v2") -> dict:
     from rag.api import RAG
     from rag.config import Settings
 
     settings = Settings.load(config_file=None, env={}, overrides={
-        "store": store, "ocr": "never", "ray_address": ray_address, "embedding_batch_size": batch_size})
+        "store": store, "ocr": "never", "ray_address": ray_address, "embedding_batch_size": batch_size,
+        "embedding_model": model})  # named: "auto" would pick e5 (5x slower) for a corpus with Chinese files
     rag = RAG(settings)
     writer = [0.0]
     replace = rag.store.replace_file

@@ -27,6 +27,7 @@ SUBSET = ["en/pypdf-docs/robustness.md", "en/pypdf-docs/encryption-decryption.md
 # Ray's switches for the cluster's own processes (the test starts them, not rag): no usage reports, and a fast
 # verdict on a killed node.
 RAY_TEST_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+MINILM = "all-MiniLM-L6-v2"
 FAST_DEATH = {"health_check_period_ms": 500, "health_check_failure_threshold": 4, "health_check_timeout_ms": 500}
 
 
@@ -67,8 +68,9 @@ def docs(shared, tmp_path_factory) -> Path:
 
 
 def settings_for(store: Path, chroma, collection: str, **overrides):
+    # MiniLM named, as the session's `embeddings` are: "auto" would choose e5 for a store with Chinese files.
     return make_settings(store, chroma_host="127.0.0.1", chroma_port=chroma.port, collection=collection, ocr="never",
-                         **overrides)
+                         embedding_model=MINILM, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,8 @@ def assert_same_store(ray_rag: RAG, local: RAG) -> None:
 def test_cli_ingest_on_ray_matches_a_local_ingest(cluster, chroma, docs, local, tmp_path):
     nodes, _worker = cluster
     store = tmp_path / "store"
-    env = {**_clean_env(), "RAG_CHROMA_URL": f"127.0.0.1:{chroma.port}", "RAG_COLLECTION": "ray_cli", "RAG_OCR": "never"}
+    env = {**_clean_env(), "RAG_CHROMA_URL": f"127.0.0.1:{chroma.port}", "RAG_COLLECTION": "ray_cli", "RAG_OCR": "never",
+           "RAG_EMBEDDING_MODEL": MINILM}
     rag_exe = str(Path(sys.executable).with_name("rag"))
     args = [rag_exe, "ingest", str(docs), "--store", str(store), "--ray", nodes.address, "-q"]
     first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
@@ -123,7 +126,7 @@ def test_a_worker_node_killed_mid_ingest_loses_nothing(cluster, chroma, docs, lo
     tasks run again on the head, its embedding actor's share is embedded by the head's, and the store ends as a
     local ingest's. Small batches, so that many embedding calls follow the kill."""
     nodes, worker = cluster
-    rag = RAG(settings_for(tmp_path / "store", chroma, "ray_killed", ray_address=nodes.address, embedding_batch_size=2))
+    rag = RAG(settings_for(tmp_path / "store", chroma, "ray_killed", ray_address=nodes.address, embedding_batch_size=8))
     killed = threading.Event()
 
     def progress(event: str, amount: object) -> None:
