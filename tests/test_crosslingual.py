@@ -100,3 +100,17 @@ def test_a_question_finds_the_passage_in_the_other_language(default_rag, questio
     untranslated = RAG(default_rag.settings.model_copy(update={"translate_questions": "off"}),
                        embeddings=default_rag.embeddings, store=default_rag.store)
     assert expected not in [Path(d.metadata["source"]).name for d in untranslated.retriever.invoke(question)]
+
+
+def test_the_answer_comes_from_the_other_language_and_says_what_was_searched(default_rag):
+    from rag.lang import language_of
+
+    answer = default_rag.ask(ZH_ABOUT_ENGLISH[0])
+    assert language_of(answer.translated_question) == "en"
+    assert answer.to_dict()["translated_question"] == answer.translated_question
+    assert ZH_ABOUT_ENGLISH[1] in [Path(s.source).name for s in answer.context]
+    # Seen: "给一个文件设置打开密码，可以使用 `encrypt` 方法。[2]": Chinese, from the English passage, citing it.
+    assert not answer.refused
+    assert language_of(answer.text) == "zh" and "encrypt" in answer.text
+    assert ZH_ABOUT_ENGLISH[1] in [Path(s.source).name for s in answer.sources]
+    assert answer.support is None  # words cannot be compared across languages: not checked

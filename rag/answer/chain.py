@@ -1,6 +1,6 @@
 """The answering chain (LCEL): condense a follow-up -> retrieve -> fit the context budget -> prompt in the
 question's language -> model -> numbered citations. Input: a question (str) or {"question", "chat_history"};
-output: {"question", "standalone", "sources", "grounded", "dropped", "prompt_tokens", "answer", "cited",
+output: {"question", "standalone", "sources", "grounded", "dropped", "prompt_tokens", "translation", "answer", "cited",
 "refused"}, streamable."""
 
 from __future__ import annotations
@@ -61,10 +61,12 @@ class Answer:
     # The support check's score: the IDF-weighted share of the answer's words found in the passages shown (None:
     # not checked, as for a refusal or with min_support 0).
     support: float | None = None
+    # A cross-lingual question: what it was also searched as, in the language of the store's other files.
+    translated_question: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"answer": self.text, "sources": [s.to_dict() for s in self.sources], "refused": self.refused,
-                "refused_by": self.refused_by, "support": self.support}
+                "refused_by": self.refused_by, "support": self.support, "translated_question": self.translated_question}
 
 
 def _dropped(doc: Document, reason: str) -> dict[str, Any]:
@@ -105,6 +107,7 @@ def answer_from_output(out: dict[str, Any]) -> Answer:
         refused_by=(out.get("refused_by") or ("model" if out.get("grounded") else "threshold")) if refused else None,
         prompt_tokens=int(out.get("prompt_tokens") or 0),
         support=out.get("support"),
+        translated_question=out.get("translation"),
     )
 
 
@@ -219,8 +222,9 @@ class AnswerChain:
             dropped.append(_dropped(relevant[0], f"cut to {len(context[0].page_content)} of "
                                                  f"{len(focused[0].page_content)} characters to fit n_ctx {self.n_ctx}"))
         tokens = self.prompt_tokens(x, context) if context else 0
+        translation = next((d.metadata["query"] for d in retrieved if "query" in d.metadata), None)
         return {**x, "sources": context or retrieved, "grounded": bool(context), "dropped": dropped,
-                "prompt_tokens": tokens}
+                "prompt_tokens": tokens, "translation": translation}
 
     def focused(self, question: str, docs: list[Document]) -> list[Document]:
         """The passages cut to the sentences that bear on the question (rag/answer/focus.py), when focus is on."""

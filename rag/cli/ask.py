@@ -176,6 +176,8 @@ _UNSUPPORTED = {
 
 def _print_sources(answer: Any, show_context: bool) -> None:
     sources = answer.sources
+    if getattr(answer, "translated_question", None):
+        click.echo(f"\n(Searched in the documents' language as: {answer.translated_question})")
     if answer.refused:
         sources = answer.context[:3]
         why = _UNSUPPORTED.get(getattr(answer, "refused_by", None) or "")

@@ -33,6 +33,7 @@ def remote_answer(data: dict[str, Any]) -> SimpleNamespace:
     return SimpleNamespace(question=data["question"], text=public["answer"], sources=sources(public["sources"]),
                            context=sources(data["context"]), refused=public["refused"],
                            refused_by=public.get("refused_by"), standalone_question=data["standalone_question"],
+                           translated_question=public.get("translated_question"),
                            dropped=data["dropped"], prompt_tokens=data["prompt_tokens"], to_dict=lambda: public)
 
 
