@@ -45,7 +45,7 @@ class TableFinder:
             found = []
             for table in page.find_tables():
                 rows = [[cell or "" for cell in row] for row in table.extract()]
-                if is_data_table(rows):
+                if is_data_table(rows) and not _text_beside(page, table.bbox, len(rows)):
                     found.append((tuple(table.bbox), markdown_table(rows)))
             return sorted(found, key=lambda item: item[0][1])
         finally:
@@ -54,6 +54,16 @@ class TableFinder:
     def close(self) -> None:
         if self._pdf is not None:
             self._pdf.close()
+
+
+def _text_beside(page: Any, bbox: tuple[float, float, float, float], rows: int) -> bool:
+    """Whether text stands left or right of the table on its rows: then the rules cover only some columns of a
+    wider table (the Debian Reference rules all but the first), and the page's plain text, a row a line, is
+    better than a table that lost a column."""
+    x0, top, x1, bottom = bbox
+    beside = sum(1 for c in page.chars if c["top"] >= top and c["bottom"] <= bottom and (c["x1"] <= x0 or c["x0"] >= x1)
+                 and c["text"].strip())
+    return beside >= rows
 
 
 def text_with_tables(page: Any, tables: list[tuple[tuple[float, float, float, float], str]]) -> str:

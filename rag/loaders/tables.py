@@ -15,10 +15,11 @@ def cell_text(text: str | None) -> str:
 
 
 def is_data_table(rows: Sequence[Sequence[str]]) -> bool:
-    """Whether rows of cell texts hold a table worth keeping as one: two or more rows with text, and two or more
-    columns. A one-column or one-row "table" is a frame or a layout box around text, not data."""
-    filled = [row for row in rows if any(cell.strip() for cell in row)]
-    return len(filled) >= 2 and max((len(row) for row in filled), default=0) >= 2
+    """Whether rows of cell texts hold a table worth keeping as one: two or more rows with text, one of them with
+    text in two or more cells. Otherwise it is a frame or a layout box around text (a code listing, a "Note" box
+    with its icon), not data."""
+    filled = [sum(1 for cell in row if cell.strip()) for row in rows]
+    return sum(1 for n in filled if n) >= 2 and max(filled, default=0) >= 2
 
 
 def markdown_table(rows: Sequence[Sequence[str]]) -> str:
