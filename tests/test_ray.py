@@ -24,11 +24,11 @@ from ray.cluster_utils import Cluster  # noqa: E402
 # Markdown (English, Chinese), a .docx and a 30-page PDF: a few loaders, ~10 s of embedding on 2 cores.
 SUBSET = ["en/pypdf-docs/robustness.md", "en/pypdf-docs/encryption-decryption.md", "en/pypdf-docs/merging-pdfs.md",
           "zh/trpl-zh-cn/ch01-01-installation.md", "en/doj-ch13-trustee-handbook-1p.docx", "en/R-data.pdf"]
-# Ray's switches for the cluster's own processes (the test starts them, not rag): no usage reports, and a fast
-# verdict on a killed node.
+# Ray's switch for the cluster's own processes (the test starts them, not rag): no usage reports. Ray's default
+# health checks (a node dead after ~30 s of silence): faster ones declared nodes dead while they started on a
+# loaded machine.
 RAY_TEST_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 MINILM = "all-MiniLM-L6-v2"
-FAST_DEATH = {"health_check_period_ms": 500, "health_check_failure_threshold": 4, "health_check_timeout_ms": 500}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,7 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ray")
     mp.setenv("HOME", str(tmp))  # Ray's ~/.ray and the usage module's ~/ray_bootstrap_config.yaml: see the README
     (tmp / "ray_bootstrap_config.yaml").write_text("{}\n")
-    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                          "_system_config": FAST_DEATH})
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     worker = nodes.add_node(num_cpus=1)
     nodes.wait_for_nodes()
     try:
