@@ -360,7 +360,9 @@ def test_rag_serve_command(small_rag, tmp_path):
     env["RAG_API_KEY"] = "from-env"
     cmd = [str(Path(sys.executable).with_name("rag")), "serve", "--port", "0", "--store", str(small_rag.settings.store),
            "--model", "smollm2-135m", "--max-tokens", "32"]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: under a runner that ignores SIGINT (a background job) the server would inherit that.
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = ""
         while "rag serve:" not in line and proc.poll() is None:
