@@ -49,7 +49,7 @@ class RAG:
         with nothing in it yet (whose first ingest may choose multilingual-e5-small: `ingest`), for a remote
         embedder, and beside embeddings or a store given ready-made."""
         from rag.embeddings.identity import AUTO, MINILM
-        from rag.ingest.embedder import recorded_model
+        from rag.storage.store import recorded_model
 
         name = self.settings.embedding_model
         if name != AUTO:
@@ -283,7 +283,8 @@ class RAG:
         """embedding_model "auto" over a store with nothing in it yet: multilingual-e5-small when the files hold
         Chinese text, else MiniLM (rag.ingest.embedder); the store then records it for every later run."""
         from rag.embeddings.identity import AUTO
-        from rag.ingest.embedder import for_new_store, recorded_model
+        from rag.ingest.embedder import for_new_store
+        from rag.storage.store import recorded_model
 
         s = self.settings
         if s.embedding_model != AUTO or s.embedding_url or self._given & {"embeddings", "store"}:

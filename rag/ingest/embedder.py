@@ -1,44 +1,19 @@
-"""Which embedding model a store takes with `embedding_model = "auto"`: the one it records once it holds files;
-a store with nothing in it yet takes MiniLM unless the files of its first ingest hold Chinese text, then
+"""Which embedding model a new store takes with `embedding_model = "auto"` (once it holds files, the one it records:
+`rag.storage.store.recorded_model`): MiniLM unless the files of its first ingest hold Chinese text, then
 multilingual-e5-small (MiniLM reads Chinese as unknown word pieces: benchmarks/notes/embedder-choice.md)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rag.embeddings.identity import E5, MINILM
 from rag.ingest.discover import discover
 from rag.lang import language_of
 
-if TYPE_CHECKING:
-    from rag.config import Settings
-
 # Text read per file to tell its language: a PDF's text layer on a few pages spread through it, no OCR.
 SAMPLE_CHARS = 20_000
 SAMPLE_PAGES = 6
-
-
-def recorded_model(settings: Settings) -> str | None:
-    """The model a store that holds files records (manifest of an embedded store, collection of a Chroma server);
-    None for a store that does not exist yet or is empty (its first ingest chooses)."""
-    from rag.storage.manifest import MANIFEST_NAME, Manifest
-    from rag.storage.store import EMBEDDING_MODEL_KEY
-
-    if settings.chroma_host:
-        from rag.storage.chroma import Collection
-
-        chunks = Collection(settings, MINILM)
-        return chunks.embedding_model() if chunks.count() else None
-    path = Path(settings.store) / MANIFEST_NAME
-    if not path.is_file():
-        return None
-    manifest = Manifest(path)
-    try:
-        return manifest.get_meta(EMBEDDING_MODEL_KEY) if manifest.has_files() else None
-    finally:
-        manifest.close()
 
 
 def for_new_store(paths: Iterable[Path | str], password: str | None = None) -> str:

@@ -329,3 +329,19 @@ class Store:
 def _file_key(source: str) -> str:
     """What a file's chunk ids start with (see `chunk_id`): its group in the BM25 index."""
     return chunk_id(source, 0).rsplit("-", 1)[0]
+
+
+def recorded_model(settings: Settings) -> str | None:
+    """The model a store that holds files records (manifest of an embedded store, collection of a Chroma server);
+    None for a store that does not exist yet or is empty (its first ingest chooses)."""
+    if settings.chroma_host:
+        chunks = Collection(settings, "all-MiniLM-L6-v2")  # made under the default name if missing
+        return chunks.embedding_model() if chunks.count() else None
+    path = Path(settings.store) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    manifest = Manifest(path)
+    try:
+        return manifest.get_meta(EMBEDDING_MODEL_KEY) if manifest.has_files() else None
+    finally:
+        manifest.close()
