@@ -114,3 +114,24 @@ def test_the_answer_comes_from_the_other_language_and_says_what_was_searched(def
     assert language_of(answer.text) == "zh" and "encrypt" in answer.text
     assert ZH_ABOUT_ENGLISH[1] in [Path(s.source).name for s in answer.sources]
     assert answer.support is None  # words cannot be compared across languages: not checked
+
+
+@pytest.mark.parametrize("question, answer, checked", [
+    # A Chinese question answered from English passages: the answer's words cannot be looked up in them. This one
+    # is mostly Latin letters, so only the question tells that it is Chinese.
+    ("pypdf 处理 AES 加密的 PDF 需要另外装什么库？", "pypdf 处理 AES 加密的 PDF 需要另外装 `pyca/cryptography` 库。[1]", False),
+    ("Which library does pypdf need for AES?", "pypdf needs the cryptography library [1].", True),
+])
+def test_the_support_check_is_skipped_across_languages(question, answer, checked):
+    from rag.answer.chain import AnswerChain
+
+    passage = Document("If you want to use AES encryption, install pypdf[crypto]: the cryptography package.")
+    calls: list[str] = []
+
+    def support(text: str, passages: list[str]) -> float:
+        calls.append(text)
+        return 0.2  # below min_support: a checked answer becomes a refusal
+
+    chain = AnswerChain(None, None, 4096, 512, 0.3, support=support, min_support=0.5)
+    out = chain._citations({"answer": answer, "sources": [passage], "grounded": True, "question": question})
+    assert (len(calls), out["refused"], out.get("support")) == ((1, True, 0.2) if checked else (0, False, None))

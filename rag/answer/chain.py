@@ -302,14 +302,14 @@ class AnswerChain:
                 yield AddableDict(answer=str(chunk.content))
 
     def _cite(self, inputs: Iterator[dict[str, Any]]) -> Iterator[AddableDict]:
-        seen: dict[str, Any] = {"answer": "", "sources": [], "grounded": False}
+        seen: dict[str, Any] = {"answer": "", "sources": [], "grounded": False, "question": ""}
         for chunk in inputs:
             self._collect(seen, chunk)
             yield AddableDict(chunk)
         yield self._citations(seen)
 
     async def _acite(self, inputs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[AddableDict]:
-        seen: dict[str, Any] = {"answer": "", "sources": [], "grounded": False}
+        seen: dict[str, Any] = {"answer": "", "sources": [], "grounded": False, "question": ""}
         async for chunk in inputs:
             self._collect(seen, chunk)
             yield AddableDict(chunk)
@@ -317,7 +317,7 @@ class AnswerChain:
 
     @staticmethod
     def _collect(seen: dict[str, Any], chunk: dict[str, Any]) -> None:
-        for key in ("sources", "grounded"):
+        for key in ("sources", "grounded", "question"):
             if key in chunk:
                 seen[key] = chunk[key]
         seen["answer"] += chunk.get("answer", "")
@@ -332,10 +332,12 @@ class AnswerChain:
         out = AddableDict(cited=cited, refused=refused)
         passages = [d.page_content for d in sources]
         facts = prompts.answer_facts(answer)
-        # Words can only be found in passages of the answer's own language: an answer in Chinese from English
-        # passages (a cross-lingual question) is not checked.
-        if (usable and not refused and self.support and self.min_support > 0
-                and prompts.language_of(facts) == prompts.language_of("\n".join(passages))):
+        # Words can only be found in passages of the answer's own language: an answer to a Chinese question from
+        # English passages (a cross-lingual question) is not checked. The question decides as well as the answer:
+        # "pypdf 需要另外装 `pyca/cryptography` 库" is Chinese, though mostly Latin letters.
+        shown = prompts.language_of("\n".join(passages))
+        across = shown != prompts.language_of(seen["question"]) or shown != prompts.language_of(facts)
+        if usable and not refused and self.support and self.min_support > 0 and not across:
             share = self.support(facts, passages)
             out["support"] = round(share, 4)
             if share < self.min_support:
