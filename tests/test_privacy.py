@@ -218,7 +218,8 @@ def test_ingest_on_a_ray_cluster_stays_on_the_machine():
     try:
         env, _allowed, store = private_env(root)
         (root / "home" / "ray_bootstrap_config.yaml").write_text("{}\n")
-        env.update(RAY_USAGE_STATS_ENABLED="0", RAY_USAGE_STATS_REPORT_URL="http://127.0.0.1:9/")
+        env.update(RAY_USAGE_STATS_ENABLED="0", RAY_USAGE_STATS_REPORT_URL="http://127.0.0.1:9/",
+                   RAY_agent_register_timeout_ms="180000")  # the agents start slowly under strace
         own = set(subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=True).stdout.split())
         head_log, ingest_log = root / "head.strace", root / "ingest.strace"
         port = str(_free_port())

@@ -27,7 +27,8 @@ SUBSET = ["en/pypdf-docs/robustness.md", "en/pypdf-docs/encryption-decryption.md
 # Ray's switch for the cluster's own processes (the test starts them, not rag): no usage reports. Ray's default
 # health checks (a node dead after ~30 s of silence): faster ones declared nodes dead while they started on a
 # loaded machine.
-RAY_TEST_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+# The raylet gives its agents (Python processes) 15 s to start by default, which a loaded 2-core machine missed.
+RAY_TEST_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_agent_register_timeout_ms": "180000"}
 MINILM = "all-MiniLM-L6-v2"
 
 
