@@ -2,7 +2,7 @@
 flattened as before (cells joined by " | ", PDFs as plain pypdf text) and as Markdown tables, and the cost of
 pdfplumber's table pass per PDF page.
 
-    python benchmarks/bench_tables.py [--corpus ../shared/corpus] [--k 4] [--cost-pages 60]
+    python benchmarks/bench_tables.py [--corpus ../shared/corpus] [--k 4] [--cost-pages 60] [--pdf-pages 40-60]
 
 A question is a hit when one of the top k chunks has, on one line, its row's key and one of its answers (and comes
 from its page, for a PDF): the answer row, whole, was retrieved. Rankings: dense (the packaged embedder, cosine),
@@ -37,17 +37,43 @@ def flatten(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out))
 
 
-def load(corpus: Path, sources: list[str], tables: bool):
+def load(corpus: Path, sources: list[str], tables: bool, pdf_pages: list[int] | None):
     from langchain_core.documents import Document
 
     from rag.loaders import load_file
 
     docs = []
     for source in sources:
-        for doc in load_file(corpus / source, pdf_tables=tables).documents:
+        path, pages = corpus / source, None
+        if pdf_pages and source.endswith(".pdf"):  # only these pages (a loaded machine), numbered as in the file
+            path, pages = _pdf_part(path, pdf_pages), pdf_pages
+        for doc in load_file(path, pdf_tables=tables).documents:
             text = doc.page_content if tables else flatten(doc.page_content)
-            docs.append(Document(text, metadata={**doc.metadata, "source": source}))
+            meta = {**doc.metadata, "source": source}
+            if pages:
+                meta["page"] = pages[doc.metadata["page"] - 1]
+            docs.append(Document(text, metadata=meta))
     return docs
+
+
+def _pdf_part(path: Path, pages: list[int]) -> Path:
+    from pypdf import PdfReader, PdfWriter
+
+    reader, writer = PdfReader(path), PdfWriter()
+    for number in pages:
+        writer.add_page(reader.pages[number - 1])
+    part = REPO / f".bench-tables-{path.stem}.pdf"
+    writer.write(part)
+    return part
+
+
+def page_list(spec: str) -> list[int]:
+    """"40-60,200-215" -> [40, ..., 60, 200, ..., 215]."""
+    pages: list[int] = []
+    for part in spec.split(","):
+        first, _, last = part.partition("-")
+        pages.extend(range(int(first), int(last or first) + 1))
+    return pages
 
 
 def rankings(chunks, questions, embeddings, k: int) -> dict[str, list[list[int]]]:
@@ -85,7 +111,7 @@ def is_hit(question: dict, chunk) -> bool:
                for line in chunk.page_content.split("\n"))
 
 
-def retrieval(corpus: Path, questions: list[dict], k: int) -> None:
+def retrieval(corpus: Path, questions: list[dict], k: int, pdf_pages: list[int] | None) -> None:
     from rag.api import RAG
     from rag.config import Settings
     from rag.models import packaged as models
@@ -99,7 +125,7 @@ def retrieval(corpus: Path, questions: list[dict], k: int) -> None:
     results = {}
     for label, tables in (("before (flattened)", False), ("after (Markdown)", True)):
         started = time.perf_counter()
-        chunks = splitter.split(load(corpus, sources, tables))
+        chunks = splitter.split(load(corpus, sources, tables, pdf_pages))
         ranked = rankings(chunks, questions, embeddings, k)
         results[label] = {name: sum(any(is_hit(q, chunks[i]) for i in top) for q, top in zip(questions, lists))
                           for name, lists in ranked.items()}
@@ -143,6 +169,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--cost-pages", type=int, default=60, help="pages of each PDF timed (0: skip the cost part)")
     parser.add_argument("--no-retrieval", action="store_true")
+    parser.add_argument("--pdf-pages", type=page_list, default=None,
+                        help='read only these PDF pages, e.g. "40-60,200-215" (default: whole files)')
     args = parser.parse_args()
     from rag import privacy
 
@@ -151,7 +179,7 @@ def main() -> None:
         cost(args.corpus, args.cost_pages)
     if not args.no_retrieval:
         questions = [json.loads(line) for line in args.questions.read_text(encoding="utf-8").splitlines() if line]
-        retrieval(args.corpus, questions, args.k)
+        retrieval(args.corpus, questions, args.k, args.pdf_pages)
 
 
 if __name__ == "__main__":
