@@ -16,7 +16,7 @@ import pytest
 
 from rag.api import RAG
 from tests.conftest import make_settings
-from tests.test_scaleout import start_chroma
+from tests.test_scaleout import _free_port, start_chroma
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'rag[ray]')")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -27,7 +27,6 @@ SUBSET = ["en/pypdf-docs/robustness.md", "en/pypdf-docs/encryption-decryption.md
 # Ray's switch for the cluster's own processes (the test starts them, not rag): no usage reports. Ray's default
 # health checks (a node dead after ~30 s of silence): faster ones declared nodes dead while they started on a
 # loaded machine.
-# The raylet gives its agents (Python processes) 15 s to start by default, which a loaded 2-core machine missed.
 RAY_TEST_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_agent_register_timeout_ms": "180000"}
 MINILM = "all-MiniLM-L6-v2"
 
@@ -40,14 +39,21 @@ def cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ray")
     mp.setenv("HOME", str(tmp))  # Ray's ~/.ray and the usage module's ~/ray_bootstrap_config.yaml: see the README
     (tmp / "ray_bootstrap_config.yaml").write_text("{}\n")
-    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    worker = nodes.add_node(num_cpus=1)
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, **agent_ports()})
+    worker = nodes.add_node(num_cpus=1, **agent_ports())
     nodes.wait_for_nodes()
     try:
         yield nodes, worker
     finally:
         nodes.shutdown()
         mp.undo()
+
+
+def agent_ports() -> dict[str, int]:
+    """A node's agent ports chosen here: with 0 its raylet waits for the agents (Python processes) to write the
+    ports they took, and gives up after 15 s, which a loaded 2-core machine missed (the raylet died at start)."""
+    names = ("metrics_agent_port", "metrics_export_port", "dashboard_agent_listen_port", "runtime_env_agent_port")
+    return {name: _free_port() for name in names}
 
 
 @pytest.fixture(scope="module")
