@@ -226,7 +226,10 @@ def test_ingest_on_a_ray_cluster_stays_on_the_machine():
         ray_exe = str(Path(sys.executable).with_name("ray"))
         head = subprocess.Popen([STRACE, "-f", "-qq", "-e", f"trace={SYSCALLS},socket", "-o", str(head_log), ray_exe, "start",
                                  "--head", "--port", port, "--num-cpus", "1", "--include-dashboard=false",
-                                 "--disable-usage-stats", "--temp-dir", str(root / "ray"), "--block"],
+                                 "--disable-usage-stats", "--temp-dir", str(root / "ray"), "--block",
+                                 # chosen here: with 0 the raylet gives its agents 15 s to report theirs
+                                 *(f"--{name}={_free_port()}" for name in ("dashboard-agent-grpc-port",
+                                   "dashboard-agent-listen-port", "metrics-export-port", "runtime-env-agent-port"))],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         try:
