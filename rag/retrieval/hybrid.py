@@ -144,10 +144,12 @@ class HybridRetriever(BaseRetriever):
 
 def reads_and_relevance(embeddings: Embeddings, language: str) -> tuple[bool, Callable[[float], float]]:
     """Whether the embedder's vectors read `language` ("en", "zh"), and how its cosine becomes the relevance that
-    min_score judges, through its `reads` and `relevance` methods (multilingual-e5-small's); an embedder without
-    them is taken as MiniLM: it reads English, not Chinese (DENSE_WEIGHT), and its cosine is the relevance."""
+    min_score judges, through its `reads(language)` and `relevance(cosine, language)` methods (those of
+    multilingual-e5-small); an embedder without them is taken as MiniLM: it reads English, not Chinese
+    (DENSE_WEIGHT), and its cosine is the relevance."""
     reads, relevance = getattr(embeddings, "reads", None), getattr(embeddings, "relevance", None)
-    return (reads(language) if reads else language != "zh"), (relevance or float)
+    judged = (lambda cosine: relevance(cosine, language)) if relevance else float
+    return (reads(language) if reads else language != "zh"), judged
 
 
 def _dot(a: list[float], b: list[float]) -> float:
