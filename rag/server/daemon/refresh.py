@@ -26,7 +26,10 @@ def follow_store(app: Any) -> Callable[[], None]:
             # A new RAG over the same settings reuses the loaded model and question embedder (the light one: asking
             # for `embeddings` would load the full torch stack); its store, retriever and chain
             # are built on first use, reading what the other process wrote (vectors, manifest, BM25 index).
-            fresh = RAG(old.settings, query_embeddings=old.query_embeddings, llm=old.llm)
+            # ...unless the store now records another embedding model (embedding_model "auto": an empty store whose
+            # first ingest chose multilingual-e5-small): its questions are then embedded with that one.
+            same = RAG(old.settings).embedding_model == old.embedding_model
+            fresh = RAG(old.settings, llm=old.llm, **({"query_embeddings": old.query_embeddings} if same else {}))
             queue.rag = app.state.rag = fresh
             old.store.close()
             app.state.reopened += 1
