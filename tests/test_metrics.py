@@ -34,3 +34,9 @@ def test_articles_dropped_and_kana_hangul_compared_without_spaces():
     assert normalize_answer("An apple a day, the doctor") == "apple day doctor"
     assert normalize_answer("서울 특별시") == "서울특별시"
     assert normalize_answer("カタカナ です") == "カタカナです"
+
+
+def test_ascii_marks_that_unicode_calls_symbols_are_dropped_as_squad_does():
+    # SQuAD's scorer drops string.punctuation; Unicode files ` ^ $ + < = > | ~ under symbols, not punctuation.
+    assert normalize_answer("Call `clone` (or ^C) for $5 <now> | ~x") == "call clone or c for 5 now x"
+    assert contains_answer("To copy it, you call the `clone` method. [1]", ["clone"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,6 +58,7 @@ def score_run(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[
 
 _CJK = re.compile(f"[{HAN}{KANA_HANGUL}]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_ASCII_PUNCTUATION = frozenset(string.punctuation)
 _CITATIONS = re.compile(r"\[\d+(?:\s*[,，、]\s*\d+)*\]")
 
 
@@ -69,9 +71,12 @@ def normalize_answer(text: str) -> str:
 
 
 def _clean(text: str) -> str:
-    """NFKC-folded, lower-cased, without punctuation or English articles (SQuAD's normalisation)."""
+    """NFKC-folded, lower-cased, without punctuation or English articles (SQuAD's normalisation). Punctuation:
+    Unicode's (CJK's included) and every ASCII mark SQuAD's scorer drops (`string.punctuation`: also ` ^ $ + < = >
+    | ~, which Unicode calls symbols; an answer's "`clone`" must match the reference "clone")."""
     text = unicodedata.normalize("NFKC", str(text)).lower()
-    return _ARTICLES.sub(" ", "".join("" if unicodedata.category(ch).startswith("P") else ch for ch in text))
+    return _ARTICLES.sub(" ", "".join("" if unicodedata.category(ch).startswith("P") or ch in _ASCII_PUNCTUATION
+                                      else ch for ch in text))
 
 
 def contains_answer(answer: str, references: Iterable[str]) -> bool:
