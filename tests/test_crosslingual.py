@@ -116,16 +116,19 @@ def test_the_answer_comes_from_the_other_language_and_says_what_was_searched(def
     assert answer.support is None  # words cannot be compared across languages: not checked
 
 
-@pytest.mark.parametrize("question, answer, checked", [
+@pytest.mark.parametrize("question, answer, translated, checked", [
     # A Chinese question answered from English passages: the answer's words cannot be looked up in them. This one
     # is mostly Latin letters, so only the question tells that it is Chinese.
-    ("pypdf 处理 AES 加密的 PDF 需要另外装什么库？", "pypdf 处理 AES 加密的 PDF 需要另外装 `pyca/cryptography` 库。[1]", False),
-    ("Which library does pypdf need for AES?", "pypdf needs the cryptography library [1].", True),
+    ("pypdf 处理 AES 加密的 PDF 需要另外装什么库？", "pypdf 处理 AES 加密的 PDF 需要另外装 `pyca/cryptography` 库。[1]", None, False),
+    ("Which library does pypdf need for AES?", "pypdf needs the cryptography library [1].", None, True),
+    # The passage was found through the question's translation: in another language, whatever its letters say.
+    ("Which library does pypdf need for AES?", "pypdf needs the cryptography library [1].", "pypdf 需要什么库？", False),
 ])
-def test_the_support_check_is_skipped_across_languages(question, answer, checked):
+def test_the_support_check_is_skipped_across_languages(question, answer, translated, checked):
     from rag.answer.chain import AnswerChain
 
-    passage = Document("If you want to use AES encryption, install pypdf[crypto]: the cryptography package.")
+    passage = Document("If you want to use AES encryption, install pypdf[crypto]: the cryptography package.",
+                       metadata={"query": translated} if translated else {})
     calls: list[str] = []
 
     def support(text: str, passages: list[str]) -> float:

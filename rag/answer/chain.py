@@ -332,11 +332,13 @@ class AnswerChain:
         out = AddableDict(cited=cited, refused=refused)
         passages = [d.page_content for d in sources]
         facts = prompts.answer_facts(answer)
-        # Words can only be found in passages of the answer's own language: an answer to a Chinese question from
-        # English passages (a cross-lingual question) is not checked. The question decides as well as the answer:
-        # "pypdf 需要另外装 `pyca/cryptography` 库" is Chinese, though mostly Latin letters.
+        # Words can only be found in passages of the answer's own language: an answer from passages found through the
+        # question's translation (rag/retrieval/crosslingual.py), or in another language than the passages, is not
+        # checked. Languages are judged by the question too: "pypdf 需要另外装 `pyca/cryptography` 库" is Chinese,
+        # though mostly Latin letters (and so are the Chinese Debian manual's pages, full of commands).
         shown = prompts.language_of("\n".join(passages))
-        across = shown != prompts.language_of(seen["question"]) or shown != prompts.language_of(facts)
+        across = (any("query" in d.metadata for d in sources)
+                  or shown != prompts.language_of(seen["question"]) or shown != prompts.language_of(facts))
         if usable and not refused and self.support and self.min_support > 0 and not across:
             share = self.support(facts, passages)
             out["support"] = round(share, 4)
