@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def _pdf_part(path: Path, pages: list[int]) -> Path:
     reader, writer = PdfReader(path), PdfWriter()
     for number in pages:
         writer.add_page(reader.pages[number - 1])
-    part = REPO / f".bench-tables-{path.stem}.pdf"
+    part = Path(tempfile.gettempdir()) / f"bench-tables-{path.stem}.pdf"
     writer.write(part)
     return part
 
@@ -143,7 +144,7 @@ def cost(corpus: Path, pages: int) -> None:
                  "docs/zh/debian-reference.zh-cn.pdf"):
         reader = PdfReader(corpus / name)
         count = min(pages, len(reader.pages))
-        part = REPO / ".bench-tables.pdf"
+        part = Path(tempfile.gettempdir()) / "bench-tables-cost.pdf"
         writer = PdfWriter()
         for page in reader.pages[:count]:
             writer.add_page(page)
