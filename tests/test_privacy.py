@@ -221,6 +221,7 @@ def test_ingest_on_a_ray_cluster_stays_on_the_machine():
         env.update(RAY_USAGE_STATS_ENABLED="0", RAY_USAGE_STATS_REPORT_URL="http://127.0.0.1:9/",
                    RAY_agent_register_timeout_ms="180000")  # the agents start slowly under strace
         own = set(subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=True).stdout.split())
+        own |= {f"::ffff:{a}" for a in own if ":" not in a}  # the same, as IPv4-mapped IPv6 addresses
         head_log, ingest_log = root / "head.strace", root / "ingest.strace"
         port = str(_free_port())
         ray_exe = str(Path(sys.executable).with_name("ray"))
