@@ -26,7 +26,9 @@ from rag import privacy
 privacy.apply()
 from rag.api import RAG
 from rag.config import Settings
-rag = RAG(Settings.load(config_file=None, env={}, overrides={"store": sys.argv[1], "cache_dir": sys.argv[2]}))
+# Untranslated: the store holds English and Chinese, and a translation would load the chat model (test_crosslingual).
+rag = RAG(Settings.load(config_file=None, env={}, overrides={"store": sys.argv[1], "cache_dir": sys.argv[2],
+                                                             "translate_questions": "off"}))
 docs = rag.retriever.invoke(sys.argv[3])
 print(json.dumps({"ids": [d.id for d in docs], "embedder": type(rag.retriever.embeddings).__name__,
                   "loaded": [m for m in sys.argv[4].split(",") if m in sys.modules]}))
@@ -58,7 +60,8 @@ def test_a_question_is_answered_without_the_full_embedding_stack(small_rag, tmp_
     make_query_embeddings(settings)  # the converted model is in the cache folder (converted now if it was not)
     question = "What is CRAN?"
     # What sentence-transformers' own float32 question vector retrieves (the session's embedder may be bf16).
-    full = LocalEmbeddings(embedding_model_path(settings.embedding_model), settings.embedding_model, backend="torch")
+    model = small_rag.embedding_model  # the setting is "auto"; this store's (built with the session's MiniLM)
+    full = LocalEmbeddings(embedding_model_path(model), model, backend="torch")
     expected = [d.id for d in HybridRetriever(store=small_rag.store, embeddings=full, k=settings.k).invoke(question)]
     _, got = _run(QUESTION_CHILD, str(settings.store), str(settings.cache_dir), question, ",".join(FULL_STACK))
     assert got["embedder"] == "LightEmbeddings"
@@ -91,8 +94,9 @@ def test_a_reingest_with_nothing_to_do_loads_no_model_and_prints_its_wall_time(t
 
 
 def test_the_store_checks_its_embedding_model_without_opening_chroma(tmp_path, embeddings):
+    (tmp_path / "a.md").write_text("Pelicans are large water birds with a pouch under the beak.\n")
     rag = rag_with(tmp_path / "store", embeddings)
-    rag.store.count()  # opens the collection: its model goes into the manifest too
+    rag.ingest(tmp_path / "a.md")  # an empty store would take any model: this one holds MiniLM's vectors
     rag.store.close()
     code = ("import sys\nfrom rag.storage.store import Store, StoreError\nfrom rag.config import Settings\n"
             "s = Settings.load(config_file=None, env={}, overrides={'store': sys.argv[1]})\n"
