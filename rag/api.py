@@ -301,13 +301,14 @@ class RAG:
     def _embedding_advice(self, ingested: list[str]) -> list[str]:
         """One line when Chinese text went into a MiniLM store (MiniLM reads Chinese as unknown word pieces)."""
         from rag.embeddings.identity import E5, MINILM
-        from rag.ingest.embedder import holds_chinese
+        from rag.ingest.embedder import first_chinese
 
         if self.embedding_model != MINILM or self.settings.embedding_url or not ingested:
             return []
-        if not holds_chinese(ingested, self.settings.password):
+        chinese = first_chinese(ingested, self.settings.password)
+        if chinese is None:
             return []
-        return [f"{self.settings.store}: Chinese text in a store embedded with {MINILM}, which cannot read Chinese: "
+        return [f"{chinese}: Chinese text in a store embedded with {MINILM}, which cannot read Chinese: "
                 f"for Chinese and cross-lingual questions re-embed with `rag reset` then `rag ingest "
                 f"--embedding-model {E5} ...`"]
 

@@ -104,7 +104,7 @@ def test_a_minilm_store_meeting_chinese_text_says_so_in_one_line(shared, tmp_pat
     rag = RAG(make_settings(tmp_path / "store"), embeddings=embeddings)  # given MiniLM: "auto" keeps it
     report = rag.ingest(shared / "docs" / ZH_FILES[0])
     assert report.warnings == [
-        f"{tmp_path / 'store'}: Chinese text in a store embedded with all-MiniLM-L6-v2, which cannot read Chinese: "
+        f"{(shared / 'docs' / ZH_FILES[0]).resolve()}: Chinese text in a store embedded with all-MiniLM-L6-v2, which cannot read Chinese: "
         "for Chinese and cross-lingual questions re-embed with `rag reset` then `rag ingest "
         "--embedding-model multilingual-e5-small ...`"]
     with pytest.raises(StoreError, match=r"store was built with embedding model 'all-MiniLM-L6-v2', not "

@@ -116,8 +116,9 @@ def test_a_served_store_refuses_other_writers(rag, folder, tmp_path, embeddings)
 
 
 def test_store_remembers_its_embedding_model(tmp_path, embeddings):
+    (tmp_path / "a.md").write_text("Pelicans are large water birds with a pouch under the beak.\n")
     rag = rag_with(tmp_path / "store", embeddings)
-    rag.store.count()
+    rag.ingest(tmp_path / "a.md")  # an empty store would take any model (embedding_model "auto"): this one holds vectors
     rag.store.close()
     other = rag_with(tmp_path / "store", embeddings, embedding_model=str(tmp_path))
     with pytest.raises(StoreError, match="built with embedding model"):

@@ -19,12 +19,13 @@ SAMPLE_PAGES = 6
 def for_new_store(paths: Iterable[Path | str], password: str | None = None) -> str:
     """multilingual-e5-small when any of the files (folders searched as `rag ingest` does) holds mostly Chinese
     text, else MiniLM."""
+    return E5 if first_chinese(paths, password) else MINILM
+
+
+def first_chinese(paths: Iterable[Path | str], password: str | None = None) -> Path | None:
+    """The first of the files (folders searched as `rag ingest` does) that holds mostly Chinese text, or None."""
     files, _errors = discover(list(paths))
-    return E5 if any(language_of(sample_text(f, password)) == "zh" for f in files) else MINILM
-
-
-def holds_chinese(paths: Iterable[Path | str], password: str | None = None) -> bool:
-    return for_new_store(paths, password) == E5
+    return next((f for f in files if language_of(sample_text(f, password)) == "zh"), None)
 
 
 def sample_text(path: Path, password: str | None = None) -> str:
