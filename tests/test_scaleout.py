@@ -318,7 +318,7 @@ def test_remote_embeddings_endpoint(embed_server, small_docs, tmp_path):
 
     # Vectors of two models never mix: the local model is refused on this store.
     with pytest.raises(StoreError, match="built with embedding model 'smol-embed @ http"):
-        RAG(make_settings(tmp_path / "store")).store
+        RAG(make_settings(tmp_path / "store", embedding_model="all-MiniLM-L6-v2")).store
 
 
 # --- the CLI in a subprocess, configured by environment alone ---------------------------------------------------
