@@ -301,11 +301,12 @@ class RAG:
     def _embedding_advice(self, ingested: list[str]) -> list[str]:
         """One line when Chinese text went into a MiniLM store (MiniLM reads Chinese as unknown word pieces)."""
         from rag.embeddings.identity import E5, MINILM
-        from rag.ingest.embedder import first_chinese
 
         if self.embedding_model != MINILM or self.settings.embedding_url or not ingested:
             return []
-        chinese = first_chinese(ingested, self.settings.password)
+        # Judged on the chunks just stored: reading the files again would parse every one twice.
+        languages = self.store.file_languages(ingested)
+        chinese = next((f for f in ingested if languages.get(f) == "zh"), None)
         if chinese is None:
             return []
         return [f"{chinese}: Chinese text in a store embedded with {MINILM}, which cannot read Chinese: "

@@ -421,7 +421,7 @@ def test_a_file_that_kills_the_reader_fails_alone_and_the_run_goes_on(embeddings
     os.mkfifo(folder / "b.txt")
     rag = rag_with(tmp_path / "store", embeddings)
     result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(report=rag.ingest(folder)))
+    worker = threading.Thread(target=lambda: result.update(report=rag.ingest(folder)), daemon=True)
     worker.start()
     try:
         feed_fifo(folder / "b.txt", kill_reader=True)
@@ -446,7 +446,7 @@ def test_after_three_reader_crashes_the_rest_is_read_in_a_thread(embeddings, tmp
     rag = rag_with(tmp_path / "store", embeddings)
     result: dict = {}
     earlier = frozenset(reader_children())
-    worker = threading.Thread(target=lambda: result.update(report=rag.ingest(folder)))
+    worker = threading.Thread(target=lambda: result.update(report=rag.ingest(folder)), daemon=True)
     worker.start()
     try:
         for fifo in fifos[:3]:

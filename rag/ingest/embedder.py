@@ -4,6 +4,7 @@ multilingual-e5-small (MiniLM reads Chinese as unknown word pieces: benchmarks/n
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,11 +31,14 @@ def first_chinese(paths: Iterable[Path | str], password: str | None = None) -> P
 
 def sample_text(path: Path, password: str | None = None) -> str:
     """Up to SAMPLE_CHARS of the file's text: a PDF's text layer on SAMPLE_PAGES pages spread through it (reading
-    every page twice would double a first ingest's parse), any other file as the loaders read it; "" when it
+    every page twice would double a first ingest's parse), any other regular file as the loaders read it; "" when it
     cannot be read (the ingest reports that)."""
     from rag.loaders import LoadError, load_file
 
     try:
+        # A FIFO or a device blocks or never ends: only the ingest's own reader processes may open those.
+        if not stat.S_ISREG(path.stat().st_mode):
+            return ""
         if path.suffix.lower() == ".pdf":
             return _pdf_sample(path, password)
         loaded = load_file(path, password=password, ocr="never")

@@ -299,13 +299,22 @@ class Store:
         if self._languages is None or self._languages[0] != revision:
             records = [r for r in self.files() if r.chunk_ids]
             step = max(1, len(records) // LANGUAGE_SAMPLE)
-            ids = [r.chunk_ids[len(r.chunk_ids) // 2] for r in records[::step]]
             counts: dict[str, int] = {}
-            for text, _meta, _vec in self._chunks.get(ids, with_vectors=False).values() if ids else ():
-                lang = language_of(text)
+            for lang in self._languages_of(records[::step]).values():
                 counts[lang] = counts.get(lang, 0) + 1
             self._languages = (revision, counts)
         return dict(self._languages[1])
+
+    def file_languages(self, sources: list[str]) -> dict[str, str]:
+        """The language of each of these stored files (judged on its middle chunk), by source; files the store
+        does not hold are left out."""
+        wanted = set(sources)
+        return self._languages_of([r for r in self.files() if r.source in wanted and r.chunk_ids])
+
+    def _languages_of(self, records: list[FileRecord]) -> dict[str, str]:
+        ids = {r.chunk_ids[len(r.chunk_ids) // 2]: r.source for r in records}
+        chunks = self._chunks.get(list(ids), with_vectors=False) if ids else {}
+        return {ids[i]: language_of(text) for i, (text, _meta, _vec) in chunks.items()}
 
     def files(self) -> list[FileRecord]:
         return self.manifest.all()
