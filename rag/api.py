@@ -48,7 +48,8 @@ class RAG:
         """The embedding model in use: the setting, or with "auto" the one the store records; MiniLM for a store
         with nothing in it yet (whose first ingest may choose multilingual-e5-small: `ingest`), for a remote
         embedder, and beside embeddings or a store given ready-made."""
-        from rag.embeddings.identity import AUTO, MINILM
+        from rag.embeddings.identity import AUTO, MINILM, remote_of
+        from rag.storage.errors import StoreError
         from rag.storage.store import recorded_model
 
         name = self.settings.embedding_model
@@ -56,7 +57,12 @@ class RAG:
             return name
         if self.settings.embedding_url or self._given & {"embeddings", "store"}:
             return MINILM
-        return recorded_model(self.settings) or MINILM
+        recorded = recorded_model(self.settings) or MINILM
+        remote = remote_of(recorded)
+        if remote is not None:  # vectors from an endpoint: only that endpoint embeds questions like them
+            raise StoreError(f"{self.settings.store}: embedded through the endpoint {remote[1]} ({remote[0]}): "
+                             f"set embedding_url (RAG_EMBEDDING_URL or rag.toml) to it to use this store")
+        return recorded
 
     @cached_property
     def embedding_model_dir(self) -> Path:
@@ -247,7 +253,9 @@ class RAG:
     def fingerprint(self) -> str:
         """Identifies the settings that shape chunks and vectors; a change re-embeds files."""
         s = self.settings
-        data = {"embedding_model": self.embedding_identity, "chunk_size": s.chunk_size, "chunk_overlap": s.chunk_overlap, "splitter": 1}
+        data = {"embedding_model": self.embedding_identity, "chunk_size": s.chunk_size, "chunk_overlap": s.chunk_overlap, "splitter": 1,
+                # Its presence also re-reads, once, stores ingested before PDF tables were read at all.
+                "pdf_tables": s.pdf_tables}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     # --- ingesting ---
@@ -270,7 +278,7 @@ class RAG:
             with ray_ingestor(self.store, resolved, lambda: self.splitter, self.fingerprint) as ingestor:
                 return ingestor.run(flat, prune=prune, progress=progress)
         ingestor = Ingestor(self.store, lambda: self.embeddings, lambda: self.splitter, self.fingerprint,
-                            self.settings.password, ocr=self.settings.ocr)
+                            self.settings.password, ocr=self.settings.ocr, pdf_tables=self.settings.pdf_tables)
         report = ingestor.run(flat, prune=prune, progress=progress)
         report.warnings.extend(self._embedding_advice(report.ingested))
         return report
@@ -320,7 +328,7 @@ class RAG:
         from rag.ingest.watch import Watcher
 
         ingestor = Ingestor(self.store, lambda: self.embeddings, lambda: self.splitter, self.fingerprint,
-                            self.settings.password, ocr=self.settings.ocr)
+                            self.settings.password, ocr=self.settings.ocr, pdf_tables=self.settings.pdf_tables)
         return Watcher(ingestor, folders, self.settings.store, debounce)
 
     def files(self):

@@ -319,6 +319,9 @@ def test_remote_embeddings_endpoint(embed_server, small_docs, tmp_path):
     # Vectors of two models never mix: the local model is refused on this store.
     with pytest.raises(StoreError, match="built with embedding model 'smol-embed @ http"):
         RAG(make_settings(tmp_path / "store", embedding_model="all-MiniLM-L6-v2")).store
+    # The default "auto" follows the store's record, which names the endpoint: without it, one line saying so.
+    with pytest.raises(StoreError, match=f"embedded through the endpoint {url} \\(smol-embed\\): set embedding_url"):
+        RAG(make_settings(tmp_path / "store")).embedding_model
 
 
 # --- the CLI in a subprocess, configured by environment alone ---------------------------------------------------

@@ -18,3 +18,9 @@ def embedding_identity(name: str, url: str | None) -> str:
     """What the store records as its embedding model: the name for a local model (unchanged, so existing stores
     stay valid), name and URL for a remote one, so that vectors of two different models never mix."""
     return f"{name} @ {url.rstrip('/')}" if url else name
+
+
+def remote_of(identity: str) -> tuple[str, str] | None:
+    """(name, url) when a recorded identity names a remote model (`embedding_identity` with a URL), else None."""
+    name, sep, url = identity.partition(" @ ")
+    return (name, url) if sep else None
