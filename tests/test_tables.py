@@ -185,3 +185,35 @@ def test_the_small_model_is_shown_the_answer_row_under_its_header(table_rag) -> 
     shown = [s.text for s in answer.context if "| 7311 | audit archive | Priya Vandersloot |" in s.text]
     assert [_rules(text) for text in shown] == [1]
     assert answer.refused_by is None
+
+
+def _table_rows(rag) -> int:
+    """Markdown table rows ("| ... |" lines) in the chunks the store holds for its one file."""
+    (record,) = rag.store.files()
+    texts = [text for text, _meta, _score in rag.store.get(record.chunk_ids).values()]
+    return sum(line.startswith("| ") and line.endswith(" |") for text in texts for line in text.split("\n"))
+
+
+def test_pdf_tables_setting_layers(tmp_path: Path) -> None:
+    from rag.config import Settings
+
+    assert Settings.load(config_file=None, env={}).pdf_tables is True
+    (tmp_path / "rag.toml").write_text("pdf_tables = false\n")
+    assert Settings.load(config_file=tmp_path / "rag.toml", env={}).pdf_tables is False
+    assert Settings.load(config_file=None, env={"RAG_PDF_TABLES": "0"}).pdf_tables is False
+    assert Settings.load(config_file=None, env={"RAG_PDF_TABLES": "0"}, overrides={"pdf_tables": True}).pdf_tables is True
+
+
+def test_pdf_tables_off_stores_plain_text_and_switching_it_re_reads_the_pdf(shared: Path, tmp_path: Path,
+                                                                              embeddings) -> None:
+    pdf = _pdf(shared, tmp_path / "vim.pdf")
+    off = rag_with(tmp_path / "store", embeddings, pdf_tables=False)
+    assert off.ingest(pdf).ingested == [str(pdf)]
+    assert _table_rows(off) == 0
+    assert off.ingest(pdf).unchanged == [str(pdf)]  # the same setting: not read again
+    off.store.close()
+    on = rag_with(tmp_path / "store", embeddings)
+    assert on.ingest(pdf).ingested == [str(pdf)]  # switched on: the PDF is read again, now with its table
+    assert _table_rows(on) == 25  # the table's rows, its header repeated over each chunk of it
+    on.store.close()
+    assert rag_with(tmp_path / "store", embeddings, pdf_tables=False).ingest(pdf).ingested == [str(pdf)]

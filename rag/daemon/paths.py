@@ -14,7 +14,8 @@ from rag.config import ConfigError, Settings
 FOLDER = "daemons"
 # Settings that do not change an answer: a change of these reuses the warm server. Everything else (store,
 # model, n_ctx, k, retrieval, temperature...) names a server of its own.
-NOT_ANSWERING = {"keep_alive", "api_key", "upload_dir", "max_upload_mb", "password", "ocr", "embedding_batch_size"}
+NOT_ANSWERING = {"keep_alive", "api_key", "upload_dir", "max_upload_mb", "password", "ocr", "pdf_tables",
+                 "embedding_batch_size"}
 # sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
 MAX_SOCKET_PATH = 107
 

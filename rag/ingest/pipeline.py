@@ -67,7 +67,7 @@ class Ingestor:
 
     def __init__(self, store: Store, embeddings: LocalEmbeddings | Callable[[], LocalEmbeddings],
                  splitter: Splitter | Callable[[], Splitter], fingerprint: str, password: str | None = None, *,
-                 ocr: str | None = None, prefetch: int = PREFETCH, reader: str = "auto",
+                 ocr: str | None = None, pdf_tables: bool = True, prefetch: int = PREFETCH, reader: str = "auto",
                  readers: Callable[..., Readers] = Readers) -> None:
         if reader not in ("auto", "process", "thread"):
             raise ValueError("reader must be 'auto', 'process' or 'thread'")
@@ -79,7 +79,7 @@ class Ingestor:
         self.prefetch = max(1, prefetch)
         self.reader = reader
         self._readers = readers
-        load_options: dict = {"password": password} | ({"ocr": ocr} if ocr is not None else {})
+        load_options: dict = {"password": password, "pdf_tables": pdf_tables} | ({"ocr": ocr} if ocr is not None else {})
         # A file with no text is recorded under a fingerprint that also says whether OCR could read it, so that
         # installing OCR makes the next run look at such files again.
         empty_fingerprint = f"{fingerprint}+empty-{'ocr' if ocr_ready(ocr) else 'no-ocr'}"

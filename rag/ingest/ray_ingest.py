@@ -72,6 +72,7 @@ def ray_ingestor(store: Store, settings: Settings, splitter: Callable[[], Any], 
         embedders = RayEmbeddings(ray, settings)
         try:
             yield Ingestor(store, embedders, splitter, fingerprint, settings.password, ocr=settings.ocr,
+                           pdf_tables=settings.pdf_tables,
                            prefetch=2 * embedders.size, readers=lambda preparer, _e, process: RayReaders(ray, preparer))
         finally:
             embedders.close()
