@@ -150,3 +150,12 @@ class IngestProgress:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
+
+
+# How files are read, for the commands that read them (rag ingest, rag watch).
+ocr_option = click.option("--ocr", type=click.Choice(["auto", "always", "never"]), default=None,
+                          help="OCR PDF pages: auto (default: pages without a usable text layer), always, never.")
+pdf_tables_option = click.option(
+    "--pdf-tables/--no-pdf-tables", default=None,
+    help="Ruled PDF tables as Markdown tables (default on; PDF pages with drawings then take 1.7-2.2x as long to "
+         "read; off reads plain text). A change re-reads the files.")

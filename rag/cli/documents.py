@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from rag.cli.common import (EXIT_SOME_FAILED, EXIT_USER_ERROR, IngestProgress, handle_errors, make_rag,
-                            process_seconds, store_option, warn)
+from rag.cli.common import (EXIT_SOME_FAILED, EXIT_USER_ERROR, IngestProgress, handle_errors, make_rag, ocr_option,
+                            pdf_tables_option, process_seconds, store_option, warn)
 
 
 @click.command()
@@ -18,11 +18,8 @@ from rag.cli.common import (EXIT_SOME_FAILED, EXIT_USER_ERROR, IngestProgress, h
 @store_option
 @click.option("--prune", is_flag=True, help="Also remove files that were ingested before but are gone from disk.")
 @click.option("--password", default=None, help="Password for encrypted PDFs.")
-@click.option("--ocr", type=click.Choice(["auto", "always", "never"]), default=None,
-              help="OCR PDF pages: auto (default: pages without a usable text layer), always, never.")
-@click.option("--pdf-tables/--no-pdf-tables", default=None,
-              help="Ruled PDF tables as Markdown tables (default on; PDF pages with drawings then take 1.7-2.2x "
-                   "as long to read; off reads plain text). A change re-reads the files.")
+@ocr_option
+@pdf_tables_option
 @click.option("--chunk-size", type=click.IntRange(16), default=None, help="Chunk length in embedding tokens (default 200, at most 254).")
 @click.option("--chunk-overlap", type=click.IntRange(0), default=None, help="Overlap between chunks in tokens (default 30).")
 @click.option("--ray", "ray_address", metavar="ADDRESS", default=None,

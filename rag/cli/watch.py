@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from rag.cli.common import IngestProgress, handle_errors, make_rag, store_option, warn
+from rag.cli.common import IngestProgress, handle_errors, make_rag, ocr_option, pdf_tables_option, store_option, warn
 
 
 class BatchProgress:
@@ -51,13 +51,13 @@ def summary(report: Any) -> str:
               help="Seconds a changed file must keep its size and mtime before it is read; changes that come "
                    "while others settle join their batch.")
 @click.option("--password", default=None, help="Password for encrypted PDFs.")
-@click.option("--ocr", type=click.Choice(["auto", "always", "never"]), default=None,
-              help="OCR PDF pages: auto (default: pages without a usable text layer), always, never.")
+@ocr_option
+@pdf_tables_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or progress lines (the line per batch stays).")
 @click.pass_context
 @handle_errors
 def watch(ctx: click.Context, folders: tuple[Path, ...], store: Path | None, debounce: float, password: str | None,
-          ocr: str | None, quiet: bool) -> None:
+          ocr: str | None, pdf_tables: bool | None, quiet: bool) -> None:
     """Keep the store in sync with folders until Ctrl-C.
 
     First syncs the folders whole (as `rag ingest` does, and deleting what is gone from them), then follows
@@ -68,7 +68,7 @@ def watch(ctx: click.Context, folders: tuple[Path, ...], store: Path | None, deb
     server answers from the new content on its next question. Ctrl-C exits with 130; the store stays
     consistent even if the process is killed (the next run completes a half-written file).
     """
-    rag = make_rag(ctx, store=store, password=password, ocr=ocr)
+    rag = make_rag(ctx, store=store, password=password, ocr=ocr, pdf_tables=pdf_tables)
     watcher = rag.watcher(*folders, debounce=debounce)
     current: list[BatchProgress] = []
 
