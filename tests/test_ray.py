@@ -6,11 +6,7 @@ local and Ray), too long for CI; benchmarks/bench_ray.py ingests all of it."""
 
 from __future__ import annotations
 
-import os
-import pty
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -162,71 +158,6 @@ def test_without_ray_the_flag_says_what_to_install(tmp_path):
         2, "error: --ray needs Ray, which is not installed: pip install 'rag[ray]'\n")
 
 
-def test_ctrl_c_mid_ingest_leaves_a_consistent_store_the_next_run_completes(cluster, chroma, shared, embeddings,
-                                                                          tmp_path):
-    """The real `rag ingest --ray` gets SIGINT once its progress bar (on a terminal: a pty here) shows a file
-    committed: it exits 130 with one line; each file in the manifest as 'done' has all its chunks in Chroma and
-    no chunk lacks its manifest entry; a second run completes the rest, as a local ingest of the same folder.
-    Names put the 41-page PDF third, so that the signal comes while it is embedded, not after the last file."""
-    nodes, _worker = cluster
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    order = [f"{letter}-{Path(name).name}" for letter, name in zip("abcdef", CTRL_C_ORDER)]
-    for target, name in zip(order, CTRL_C_ORDER):
-        shutil.copy2(shared / "docs" / name, docs / target)
-    local = RAG(settings_for(tmp_path / "local", chroma, "ctrl_c_local"), embeddings=embeddings)
-    assert len(local.ingest(docs).ingested) == 6
-    store = tmp_path / "store"
-    env = {**_clean_env(), "RAG_CHROMA_URL": f"127.0.0.1:{chroma.port}", "RAG_COLLECTION": "ray_ctrl_c",
-           "RAG_OCR": "never", "RAG_EMBEDDING_MODEL": MINILM}
-    args = [str(Path(sys.executable).with_name("rag")), "ingest", str(docs), "--store", str(store), "--ray", nodes.address]
-    err = _interrupted_on_progress(args, env)
-    assert err[-1] == "interrupted", err
-    assert not any("Traceback" in line for line in err), err
-    mid = RAG(settings_for(store, chroma, "ray_ctrl_c"))
-    done = [rec for rec in mid.files() if rec.status == "done"]
-    assert 1 <= len(done) < 6 and [rec.source for rec in done] == [str(docs / name) for name in order[: len(done)]]
-    in_chroma = set(mid.store.collection.get(include=[])["ids"])
-    assert all(set(rec.chunk_ids) <= in_chroma for rec in done)
-    assert in_chroma <= {cid for rec in mid.files() for cid in rec.chunk_ids}
-    mid.store.close()
-    again = subprocess.run([*args, "-q"], env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.startswith(f"6 files: {6 - len(done)} ingested, {len(done)} unchanged, 0 skipped, 0 failed; "), \
-        again.stdout
-    assert_same_store(RAG(settings_for(store, chroma, "ray_ctrl_c")), local)
-
-
-def _interrupted_on_progress(args: list[str], env: dict[str, str]) -> list[str]:
-    """Runs `args` with stderr on a pty (the progress bar shows on a terminal only), sends SIGINT once the bar
-    counts a file done, and gives back the exit's stderr lines (the bar's redraws folded away)."""
-    main, child_end = pty.openpty()
-    proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=child_end,
-                            # Ctrl-C as in a terminal: a runner that ignores SIGINT would hand that on to the child.
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    os.close(child_end)
-    text, sent = "", False
-    try:
-        while True:
-            try:
-                piece = os.read(main, 4096)  # blocks until the child writes: the bar's redraw is the event
-            except OSError:  # EIO: the child closed the terminal (it ended)
-                break
-            if not piece:
-                break
-            text += piece.decode("utf-8", "replace")
-            if not sent and re.search(r"\b[1-6]/6\b", text):
-                proc.send_signal(signal.SIGINT)
-                sent = True
-        assert proc.wait(timeout=300) == 130, text[-3000:]
-    finally:
-        os.close(main)
-        if proc.poll() is None:
-            proc.kill()
-    assert sent and proc.stdout.read() == b"", text[-3000:]
-    return [line.split("\r")[-1] for line in text.replace("\r\n", "\n").strip("\r\n").split("\n")]
-
-
 def _clean_env() -> dict[str, str]:
     import os
 
@@ -235,5 +166,3 @@ def _clean_env() -> dict[str, str]:
 
 PAGES = 46  # of SUBSET: R-data.pdf's 41, and 1 for each other file
 CHUNKS = 172
-# SUBSET in an order that puts the 41-page PDF third (see the Ctrl-C test).
-CTRL_C_ORDER = [SUBSET[0], SUBSET[1], "en/R-data.pdf", SUBSET[2], SUBSET[3], SUBSET[4]]
