@@ -261,8 +261,6 @@ class RAG:
     # --- ingesting ---
     def ingest(self, *paths: str | Path | Iterable[str | Path], prune: bool = False, progress=None):
         """Ingest files and folders (recursive); returns an `IngestReport`."""
-        from rag.ingest import Ingestor
-
         flat: list[str | Path] = []
         for p in paths:
             flat.extend([p] if isinstance(p, (str, Path)) else p)
@@ -277,9 +275,7 @@ class RAG:
             resolved = self.settings.model_copy(update={"embedding_model": self.embedding_model})
             with ray_ingestor(self.store, resolved, lambda: self.splitter, self.fingerprint) as ingestor:
                 return ingestor.run(flat, prune=prune, progress=progress)
-        ingestor = Ingestor(self.store, lambda: self.embeddings, lambda: self.splitter, self.fingerprint,
-                            self.settings.password, ocr=self.settings.ocr, pdf_tables=self.settings.pdf_tables)
-        report = ingestor.run(flat, prune=prune, progress=progress)
+        report = self._ingestor().run(flat, prune=prune, progress=progress)
         report.warnings.extend(self._embedding_advice(report.ingested))
         return report
 
@@ -324,12 +320,17 @@ class RAG:
     def watcher(self, *folders: str | Path, debounce: float = 1.0):
         """A `Watcher` keeping the store in sync with `folders`: `.run(on_batch, stop)` syncs them whole, then
         each settled batch of changes (a file settles after `debounce` seconds unchanged), until `stop` is set."""
-        from rag.ingest import Ingestor
         from rag.ingest.watch import Watcher
 
-        ingestor = Ingestor(self.store, lambda: self.embeddings, lambda: self.splitter, self.fingerprint,
-                            self.settings.password, ocr=self.settings.ocr, pdf_tables=self.settings.pdf_tables)
-        return Watcher(ingestor, folders, self.settings.store, debounce)
+        return Watcher(self._ingestor(), folders, self.settings.store, debounce)
+
+    def _ingestor(self):
+        """The Ingestor reading and embedding on this machine, as the settings say."""
+        from rag.ingest import Ingestor
+
+        s = self.settings
+        return Ingestor(self.store, lambda: self.embeddings, lambda: self.splitter, self.fingerprint, s.password,
+                        ocr=s.ocr, pdf_tables=s.pdf_tables)
 
     def files(self):
         """Every ingested file, as the manifest knows it."""

@@ -308,8 +308,8 @@ class Store:
     def file_languages(self, sources: list[str]) -> dict[str, str]:
         """The language of each of these stored files (judged on its middle chunk), by source; files the store
         does not hold are left out."""
-        wanted = set(sources)
-        return self._languages_of([r for r in self.files() if r.source in wanted and r.chunk_ids])
+        records = [self.manifest.get(source) for source in sources]
+        return self._languages_of([r for r in records if r is not None and r.chunk_ids])
 
     def _languages_of(self, records: list[FileRecord]) -> dict[str, str]:
         ids = {r.chunk_ids[len(r.chunk_ids) // 2]: r.source for r in records}
